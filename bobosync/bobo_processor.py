@@ -1,0 +1,932 @@
+"""The tick and the loop: files in, duty status out, nothing lost.
+
+One tick: refresh the worker map when due, process the batch of ready
+files, move them, clear stale duty values, purge old files. Every step is
+safe to repeat after a kill: an event is recorded as applied only after
+AtHoc confirmed it, and a file is remembered as processed before it moves.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if not __package__:  # run from inside bobosync/ as the operators' runbook does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import logging  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Iterable, Mapping  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import datetime, timedelta  # noqa: E402
+
+from bobosync.athoc_client import AtHocClient, DutyUpdate, SyncResult  # noqa: E402
+from bobosync.bobo_entry import (  # noqa: E402
+    BOBOEntry,
+    canonical_employee_id,
+    latest_per_employee,
+)
+from bobosync.clock import Clock, SystemClock  # noqa: E402
+from bobosync.csv_reader import (  # noqa: E402
+    ParsedFile,
+    format_rejected_rows,
+    iter_bobo_entries,
+)
+from bobosync.database import (  # noqa: E402
+    AppliedEvent,
+    BOBODatabase,
+    ProcessingLogEntry,
+    Tracking,
+)
+from bobosync.errors import (  # noqa: E402
+    ApiError,
+    BoboSyncError,
+    FolderError,
+    StoreError,
+)
+from bobosync.inbox import (  # noqa: E402
+    SourceNotRemovedError,
+    fingerprint_file,
+    list_inbox,
+    move_file,
+    purge_old_files,
+    remove_temporary_files,
+    write_new_file,
+)
+from bobosync.logging_setup import purge_old_logs  # noqa: E402
+from bobosync.settings import Settings, load_settings  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MAPPING_TRACKING = "mapping_refresh"
+MAX_BACKOFF_SECONDS = 900.0
+MAPPING_RETRY_FIRST_SECONDS = 300.0
+MAPPING_RETRY_MAX_SECONDS = 6 * 3600.0
+REMINDER_SECONDS = 900.0
+PURGE_EVERY_SECONDS = 3600.0
+
+
+@dataclass
+class TickReport:
+    """What one tick did; ``outage`` holds why it stopped early, if it did."""
+
+    files_processed: int = 0
+    files_failed: int = 0
+    files_retrying: int = 0
+    users_sent: int = 0
+    unmapped: int = 0
+    stale: int = 0
+    cleared: int = 0
+    outage: str = ""
+    retry_after_seconds: float = 0.0
+
+    @property
+    def is_success(self) -> bool:
+        return not self.outage
+
+
+@dataclass
+class BatchFile:
+    """One file of the batch and what became of its events."""
+
+    path: Path
+    order: int
+    parsed: ParsedFile
+    winners: dict[str, BOBOEntry] = field(default_factory=dict)
+    employees: set[str] = field(default_factory=set)
+    unmapped_rows: int = 0
+    failed_users: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class MappingRefreshResult:
+    """The outcome of one mapping refresh."""
+
+    users_read: int
+    mapped: int
+    added: int
+    changed: int
+    removed: int
+    ambiguous: int
+
+
+# -- pure decisions ---------------------------------------------------------
+
+
+def mapping_refresh_due(
+    tracking: Tracking | None, now: datetime, sync_hour: int, retry_days: int
+) -> bool:
+    """Whether the daily map refresh should run now (ignoring back-off)."""
+    if tracking is None or tracking.last_success_at is None:
+        return True
+    if tracking.last_status == "failed":
+        return True
+    last = tracking.last_success_at
+    if now - last >= timedelta(days=retry_days):
+        return True
+    today_at_hour = now.replace(hour=sync_hour, minute=0, second=0, microsecond=0)
+    return now >= today_at_hour > last
+
+
+def backoff_delay(base_seconds: float, failures: int, cap_seconds: float) -> float:
+    """Exponential back-off: base, 2*base, 4*base ... up to the cap."""
+    if failures <= 0:
+        return base_seconds
+    return min(cap_seconds, base_seconds * 2 ** min(failures, 20))
+
+
+def build_mapping(
+    users: Iterable[Mapping[str, str | None]], collar_field: str
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Canonical employee id -> LOGIN_ID, and the ids claimed twice."""
+    claims: dict[str, list[str]] = {}
+    for user in users:
+        login = (user.get("LOGIN_ID") or "").strip()
+        raw_id = (user.get(collar_field) or "").strip()
+        if login and raw_id:
+            claims.setdefault(canonical_employee_id(raw_id), []).append(login)
+    mapping = {key: logins[0] for key, logins in claims.items() if len(logins) == 1}
+    ambiguous = {key: logins for key, logins in claims.items() if len(logins) > 1}
+    return mapping, ambiguous
+
+
+def select_updates(
+    winners: Mapping[str, BOBOEntry],
+    last_applied: Mapping[str, datetime],
+    cutoff: datetime,
+) -> tuple[dict[str, BOBOEntry], list[BOBOEntry], list[BOBOEntry]]:
+    """Split the winners into (to send, not newer than applied, expired book-ons)."""
+    to_send: dict[str, BOBOEntry] = {}
+    not_newer: list[BOBOEntry] = []
+    expired: list[BOBOEntry] = []
+    for employee_id, entry in winners.items():
+        applied = last_applied.get(employee_id)
+        # An expired book-on is reported at INFO even when it is also older
+        # than the applied event (EXPECTED.md N03, clock variant).
+        if entry.is_book_on and entry.event_time < cutoff:
+            expired.append(entry)
+        elif applied is not None and entry.event_time <= applied:
+            not_newer.append(entry)
+        else:
+            to_send[employee_id] = entry
+    return to_send, not_newer, expired
+
+
+def outage_key(err: BaseException) -> str:
+    """Group errors so one outage is logged once, not once per tick."""
+    if isinstance(err, ApiError):
+        return f"api:{type(err).__name__}:{err.status}:{err.path}"
+    return f"{type(err).__name__}:{getattr(err, 'path', '')}"
+
+
+def is_outage(err: BaseException) -> bool:
+    if isinstance(err, ApiError):
+        return err.is_outage
+    return isinstance(err, (StoreError, FolderError))
+
+
+# -- the processor ----------------------------------------------------------
+
+
+class BOBOProcessor:
+    """Runs ticks against AtHoc; ``BOBOProcessor()`` reads the .env itself."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: AtHocClient | None = None,
+        database: BOBODatabase | None = None,
+        clock: Clock | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.clock = clock if clock is not None else SystemClock()
+        self.client = client or AtHocClient(self.settings, clock=self.clock)
+        self.database = database or BOBODatabase(self.settings.db_path)
+        self.stop_event = stop_event or threading.Event()
+        self.consecutive_outages = 0
+        self._outage_logged: dict[str, float] = {}
+        self._errors_reported: set[str] = set()
+        self._ignored_seen: set[str] = set()
+        self._mapping_failures = 0
+        self._mapping_retry_at = 0.0
+        self._last_sweep_at: float | None = None
+        self._last_purge_at: float | None = None
+        self._prepare_folders()
+        self._recover_temporary_files()
+
+    def close(self) -> None:
+        self.database.close()
+
+    # -- the loop -------------------------------------------------------
+
+    def run_forever(self, *, max_ticks: int | None = None) -> None:
+        """Tick every POLL_INTERVAL_SECONDS until the stop event is set."""
+        ticks = 0
+        while not self.stop_event.is_set():
+            report = self.run_tick()
+            ticks += 1
+            if max_ticks is not None and ticks >= max_ticks:
+                return
+            self.stop_event.wait(self.next_delay_seconds(report))
+
+    def next_delay_seconds(self, report: TickReport) -> float:
+        """The poll interval, growing while an outage lasts."""
+        poll = self.settings.poll_interval_seconds
+        delay = backoff_delay(poll, self.consecutive_outages, max(poll, MAX_BACKOFF_SECONDS))
+        return max(delay, min(report.retry_after_seconds, MAX_BACKOFF_SECONDS))
+
+    def run_tick(self) -> TickReport:
+        """One tick; never raises for an outage or an unexpected error."""
+        report = TickReport()
+        try:
+            self._maybe_refresh_mapping()
+            self._process_batch(report)
+            self._auto_cleanup(report)
+            self._purge_old_files()
+        except BoboSyncError as err:
+            if not is_outage(err):
+                raise
+            self._note_outage(err, report)
+            return report
+        except Exception as err:  # the per-cycle boundary: log, keep running
+            logger.exception("tick failed: %s", err)
+            report.outage = f"tick failed: {err}"
+            self.consecutive_outages += 1
+            return report
+        self._outage_over()
+        return report
+
+    def _note_outage(self, err: BoboSyncError, report: TickReport) -> None:
+        key = outage_key(err)
+        now = self.clock.monotonic()
+        last = self._outage_logged.get(key)
+        if last is None or now - last >= REMINDER_SECONDS:
+            logger.error("%s; files stay and are retried", err)
+            self._outage_logged[key] = now
+        else:
+            logger.debug("outage goes on: %s", err)
+        self.consecutive_outages += 1
+        report.outage = str(err)
+        report.retry_after_seconds = getattr(err, "retry_after_seconds", None) or 0.0
+
+    def _outage_over(self) -> None:
+        if self.consecutive_outages and self._outage_logged:
+            logger.info("outage over: AtHoc, folders and database work again")
+        self.consecutive_outages = 0
+        self._outage_logged.clear()
+
+    def _report_error_once(self, key: str, message: str, *args: object) -> None:
+        if key in self._errors_reported:
+            logger.debug(message, *args)
+            return
+        self._errors_reported.add(key)
+        logger.error(message, *args)
+
+    # -- mapping refresh --------------------------------------------------
+
+    def _maybe_refresh_mapping(self) -> None:
+        if not self.settings.sync_mappings:
+            return
+        tracking = self.database.get_tracking(MAPPING_TRACKING)
+        now = self.clock.now()
+        if not mapping_refresh_due(
+            tracking, now, self.settings.sync_hour, self.settings.sync_retry_days
+        ):
+            return
+        if self.clock.monotonic() < self._mapping_retry_at:
+            logger.debug("mapping refresh backing off after a failure")
+            return
+        self.sync_worker_mappings()
+
+    def sync_worker_mappings(self) -> MappingRefreshResult | None:
+        """Refresh the employee id -> LOGIN_ID map from AtHoc now.
+
+        Returns None when the read was incomplete (the map is left as it
+        was). Raises ApiError when AtHoc cannot be read.
+        """
+        now = self.clock.now()
+        try:
+            result = self._refresh_mapping(now)
+        except ApiError as err:
+            self._mapping_failed(now, str(err))
+            raise
+        if result is None:
+            self._mapping_failed(now, "incomplete read")
+            return None
+        self.database.record_tracking(MAPPING_TRACKING, success=True, at=now)
+        self._mapping_failures = 0
+        self._mapping_retry_at = 0.0
+        return result
+
+    def _mapping_failed(self, now: datetime, detail: str) -> None:
+        self.database.record_tracking(
+            MAPPING_TRACKING, success=False, at=now, detail=detail
+        )
+        self._mapping_failures += 1
+        delay = backoff_delay(
+            MAPPING_RETRY_FIRST_SECONDS, self._mapping_failures - 1, MAPPING_RETRY_MAX_SECONDS
+        )
+        self._mapping_retry_at = self.clock.monotonic() + delay
+
+    def _refresh_mapping(self, now: datetime) -> MappingRefreshResult | None:
+        collar = self.settings.collar_id_field
+        fields = [collar] + [
+            name for name in self.settings.user_attributes if name != collar
+        ]
+        read = self.client.get_all_users_with_attributes(fields)
+        if not read.complete:
+            logger.warning(
+                "mapping refresh incomplete: received=%d total=%d; the map is "
+                "left unchanged and the refresh is tried again later",
+                len(read.users),
+                read.total_users,
+            )
+            return None
+        mapping, ambiguous = build_mapping(read.users, collar)
+        for employee_id, logins in sorted(ambiguous.items()):
+            logger.warning(
+                "ambiguous employee id: id=%s is the %s of %s; neither is mapped",
+                employee_id,
+                collar,
+                " and ".join(logins),
+            )
+        change = self._replace_mapping(mapping, now)
+        logger.info(
+            "Worker mapping refreshed: users=%d mapped=%d added=%d changed=%d "
+            "removed=%d ambiguous=%d",
+            len(read.users),
+            len(mapping),
+            change.added,
+            change.changed,
+            change.removed,
+            len(ambiguous),
+        )
+        return MappingRefreshResult(
+            len(read.users),
+            len(mapping),
+            change.added,
+            change.changed,
+            change.removed,
+            len(ambiguous),
+        )
+
+    def _replace_mapping(self, mapping: dict[str, str], now: datetime):  # type: ignore[no-untyped-def]
+        existing = self.database.get_mapping()
+        removals = sum(1 for key in existing if key not in mapping)
+        allow_removals = removals * 2 <= len(existing)
+        if not allow_removals:
+            logger.warning(
+                "mapping refresh would remove %d of %d mappings; removing none "
+                "(safety valve). Check COLLAR_ID_FIELD and the API user's rights",
+                removals,
+                len(existing),
+            )
+        return self.database.replace_mapping(
+            mapping, now, allow_removals=allow_removals
+        )
+
+    # -- batch ------------------------------------------------------------
+
+    def _process_batch(self, report: TickReport) -> None:
+        listing = list_inbox(
+            self.settings.csv_directory,
+            settle_seconds=self.settings.file_settle_seconds,
+            now_timestamp=self.clock.timestamp(),
+        )
+        self._log_ignored(listing.ignored)
+        for path in listing.waiting:
+            logger.debug("file not ready yet: file=%s", path.name)
+        files: list[BatchFile] = []
+        for path in listing.ready[: self.settings.batch_size]:
+            if self.stop_event.is_set():
+                break
+            if self._finish_remembered(path):
+                continue
+            item = self._read(path, len(files))
+            if item is not None:
+                files.append(item)
+        if files:
+            self._process_files(files, report)
+
+    def _log_ignored(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self._ignored_seen:
+                self._ignored_seen.add(name)
+                logger.debug("ignored (not a BOBO file): name=%s", name)
+
+    def _read(self, path: Path, order: int) -> BatchFile | None:
+        """Stream a file's rows into its latest event per employee."""
+        parsed = ParsedFile(name=path.name)
+        try:
+            entries = iter_bobo_entries(path, parsed)
+            winners = latest_per_employee((order, entry) for entry in entries)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            logger.debug("file still open in another program: file=%s", path.name)
+            return None
+        except OSError as err:
+            raise FolderError(
+                f"CSV_DIRECTORY file {path} could not be read ({err}); check the "
+                "share is reachable",
+                path=path,
+            ) from err
+        for warning in parsed.warnings:
+            logger.warning("%s", warning)
+        for row in parsed.rejected:
+            logger.warning(
+                "row rejected: %s:%d column=%s value=%r reason=%s",
+                parsed.name,
+                row.line_number,
+                row.column,
+                row.value,
+                row.reason,
+            )
+        return BatchFile(path, order, parsed, winners)
+
+    def _process_files(self, files: list[BatchFile], report: TickReport) -> None:
+        usable = [item for item in files if not item.parsed.has_no_valid_rows]
+        for item in files:
+            if item.parsed.has_no_valid_rows:
+                self._fail_unusable_file(item, report)
+        winners = latest_per_employee(
+            (item.order, entry) for item in usable for entry in item.winners.values()
+        )
+        now = self.clock.now()
+        cutoff = now - timedelta(hours=self.settings.auto_cleanup_hours)
+        last_applied = self.database.get_last_events(winners)
+        to_send, not_newer, expired = select_updates(winners, last_applied, cutoff)
+        self._log_stale(not_newer, expired)
+        report.stale += len(not_newer) + len(expired)
+        by_name = {item.path.name: item for item in usable}
+        logins = self._map_employees(to_send, by_name, report)
+        results = self._send(to_send, logins, usable, report)
+        self._settle_files(usable, to_send, logins, results, report)
+        self._log_batch(report)
+
+    def _log_stale(self, not_newer: list[BOBOEntry], expired: list[BOBOEntry]) -> None:
+        for entry in not_newer:
+            logger.debug(
+                "stale event not sent: id=%s %s:%d event=%s is not newer than "
+                "the event already applied",
+                entry.employee_id,
+                entry.source_file,
+                entry.line_number,
+                entry.event_time,
+            )
+        for entry in expired:
+            logger.info(
+                "stale book-on not sent: id=%s %s:%d event=%s is older than "
+                "AUTO_CLEANUP_HOURS=%s",
+                entry.employee_id,
+                entry.source_file,
+                entry.line_number,
+                entry.event_time,
+                self.settings.auto_cleanup_hours,
+            )
+
+    def _map_employees(
+        self,
+        to_send: dict[str, BOBOEntry],
+        by_name: dict[str, BatchFile],
+        report: TickReport,
+    ) -> dict[str, str]:
+        """Employee id -> LOGIN_ID for the events to send; reports the rest."""
+        mapping = self.database.get_mapping()
+        missing = [key for key in to_send if key not in mapping]
+        if missing:
+            mapping.update(self._look_up(missing))
+        logins: dict[str, str] = {}
+        today = self.clock.now().date()
+        for employee_id, entry in to_send.items():
+            item = by_name[entry.source_file]
+            if employee_id in mapping:
+                logins[employee_id] = mapping[employee_id]
+                item.employees.add(employee_id)
+                continue
+            item.unmapped_rows += 1
+            report.unmapped += 1
+            if self.database.should_warn_unmapped(employee_id, today):
+                logger.warning(
+                    "unmapped employee: id=%s at %s:%d has no AtHoc user with "
+                    "this %s; the event is not sent",
+                    entry.raw_employee_id,
+                    entry.source_file,
+                    entry.line_number,
+                    self.settings.collar_id_field,
+                )
+        return logins
+
+    def _look_up(self, employee_ids: list[str]) -> dict[str, str]:
+        """Ask AtHoc directly for ids missing from the map (once an hour each)."""
+        now = self.clock.now()
+        due = [key for key in employee_ids if self.database.lookup_due(key, now)]
+        if not due:
+            return {}
+        users = self.client.find_users_by_collar_ids(due)
+        found, ambiguous = build_mapping(users, self.settings.collar_id_field)
+        for employee_id, logins in ambiguous.items():
+            logger.warning(
+                "ambiguous employee id: id=%s is claimed by %s; neither is mapped",
+                employee_id,
+                " and ".join(logins),
+            )
+        with self.database.transaction():
+            for employee_id, login in found.items():
+                self.database.add_mapping(employee_id, login, now)
+            self.database.record_lookups(due, now)
+        for employee_id, login in found.items():
+            logger.info("mapping found by direct look-up: id=%s login=%s", employee_id, login)
+        return {key: login for key, login in found.items() if key in due}
+
+    def _send(
+        self,
+        to_send: dict[str, BOBOEntry],
+        logins: dict[str, str],
+        files: list[BatchFile],
+        report: TickReport,
+    ) -> dict[str, SyncResult]:
+        """Send the updates; returns the result per LOGIN_ID (casefolded)."""
+        updates = self._duty_updates(to_send, logins)
+        if not updates:
+            return {}
+        try:
+            results = self.client.batch_update_duty_status(
+                updates, self.settings.duty_status_field
+            )
+        except ApiError as err:
+            partial = list(getattr(err, "partial_results", []) or [])
+            if err.is_outage:
+                self._record_applied(to_send, logins, partial)
+                raise
+            # A 4xx about the data: every unconfirmed user counts as failed.
+            confirmed = {result.login_id.casefold() for result in partial}
+            results = partial + [
+                SyncResult(update.login_id, "error", str(err))
+                for update in updates
+                if update.login_id.casefold() not in confirmed
+            ]
+            for item in files:
+                item.error = str(err)
+        report.users_sent += sum(1 for result in results if result.is_success)
+        return {result.login_id.casefold(): result for result in results}
+
+    def _duty_updates(
+        self, to_send: dict[str, BOBOEntry], logins: dict[str, str]
+    ) -> list[DutyUpdate]:
+        # Two ids mapped to one user would send it twice: the later event wins.
+        latest: dict[str, BOBOEntry] = {}
+        for employee_id, login in logins.items():
+            entry = to_send[employee_id]
+            key = login.casefold()
+            if key not in latest or entry.event_time >= latest[key].event_time:
+                latest[key] = entry
+        updates = []
+        for employee_id, login in logins.items():
+            entry = to_send[employee_id]
+            if latest[login.casefold()] is entry:
+                updates.append(DutyUpdate(login, self._duty_value(entry)))
+        return updates
+
+    def _duty_value(self, entry: BOBOEntry) -> str:
+        if not entry.is_book_on:
+            return ""
+        return entry.event_time.strftime(self.settings.athoc_datetime_format)
+
+    def _record_applied(
+        self,
+        to_send: dict[str, BOBOEntry],
+        logins: dict[str, str],
+        results: Iterable[SyncResult],
+    ) -> None:
+        by_login = {r.login_id.casefold(): r for r in results if r.is_success}
+        events = []
+        for employee_id, login in logins.items():
+            result = by_login.get(login.casefold())
+            if result is None:
+                continue
+            entry = to_send[employee_id]
+            value = self._duty_value(entry) if result.outcome == "ok" else ""
+            events.append(
+                AppliedEvent(
+                    employee_id,
+                    login,
+                    entry.event_time,
+                    entry.transaction_type,
+                    value or None,
+                )
+            )
+        if events:
+            self.database.record_applied(events, self.clock.now())
+
+    # -- file outcomes ----------------------------------------------------
+
+    def _settle_files(
+        self,
+        files: list[BatchFile],
+        to_send: dict[str, BOBOEntry],
+        logins: dict[str, str],
+        results: dict[str, SyncResult],
+        report: TickReport,
+    ) -> None:
+        for item in files:
+            for employee_id in sorted(item.employees):
+                result = results.get(logins[employee_id].casefold())
+                if result is None or not result.is_success:
+                    item.failed_users.append(employee_id)
+        now = self.clock.now()
+        finished = [item for item in files if not item.failed_users]
+        retrying = [item for item in files if item.failed_users]
+        final_failures = [
+            item
+            for item in retrying
+            if self.database.get_attempts(item.path.name) + 1
+            >= self.settings.max_retry_attempts
+        ]
+        for item in finished + final_failures:
+            self._write_rejected(item, now)
+        fingerprints = {item.path.name: fingerprint_file(item.path) for item in finished}
+        with self.database.transaction():
+            self._record_applied(to_send, logins, results.values())
+            for item in finished:
+                fp = fingerprints[item.path.name]
+                self.database.remember_processed(fp.name, fp.size, fp.mtime_ns, fp.sha256, now)
+                self.database.clear_attempts(item.path.name)
+            for item in retrying:
+                self._count_attempt(item, item in final_failures, now)
+            self.database.log_processing(
+                [self._log_entry(item, item in final_failures) for item in files], now
+            )
+        for item in finished:
+            self._move_processed(item.path, fingerprints[item.path.name].sha256)
+        for item in final_failures:
+            self._move_failed(item.path, item.error or "AtHoc rejected some users")
+        report.files_processed += len(finished)
+        report.files_failed += len(final_failures)
+        report.files_retrying += len(retrying) - len(final_failures)
+
+    def _count_attempt(self, item: BatchFile, is_final: bool, now: datetime) -> None:
+        reason = item.error or (
+            f"AtHoc did not confirm {len(item.failed_users)} user(s): "
+            + ", ".join(sorted(item.failed_users)[:10])
+        )
+        item.error = reason
+        attempts = self.database.add_attempt(item.path.name, reason, now)
+        if is_final:
+            self.database.clear_attempts(item.path.name)
+            logger.error(
+                "file failed: file=%s attempts=%d reason=%s; moved to %s",
+                item.path.name,
+                attempts,
+                reason,
+                self.settings.failed_files_directory,
+            )
+        else:
+            logger.warning(
+                "file kept for retry: file=%s attempt=%d of %d reason=%s",
+                item.path.name,
+                attempts,
+                self.settings.max_retry_attempts,
+                reason,
+            )
+
+    def _log_entry(self, item: BatchFile, is_final: bool) -> ProcessingLogEntry:
+        parsed = item.parsed
+        if not item.failed_users:
+            status = "processed"
+        else:
+            status = "failed" if is_final else "retry"
+        return ProcessingLogEntry(
+            file_name=item.path.name,
+            status=status,
+            data_rows=parsed.data_rows,
+            valid_rows=parsed.valid_rows,
+            invalid_rows=len(parsed.rejected),
+            unmapped_rows=item.unmapped_rows,
+            sent_users=len(item.employees) - len(item.failed_users),
+            failed_users=len(item.failed_users),
+            message=item.error,
+        )
+
+    def _write_rejected(self, item: BatchFile, now: datetime) -> None:
+        if not item.parsed.rejected:
+            return
+        write_new_file(
+            self.settings.failed_files_directory,
+            f"{item.path.name}.rejected.csv",
+            format_rejected_rows(item.parsed.rejected, item.parsed.delimiter),
+            now=now,
+        )
+
+    def _fail_unusable_file(self, item: BatchFile, report: TickReport) -> None:
+        reason = f"no valid BOBO row in {item.parsed.data_rows} data row(s)"
+        now = self.clock.now()
+        logger.warning(
+            "file has no valid BOBO row: file=%s; moved to %s",
+            item.path.name,
+            self.settings.failed_files_directory,
+        )
+        self.database.log_processing(
+            [
+                ProcessingLogEntry(
+                    item.path.name,
+                    "failed",
+                    data_rows=item.parsed.data_rows,
+                    invalid_rows=len(item.parsed.rejected),
+                    message=reason,
+                )
+            ],
+            now,
+        )
+        self._move_failed(item.path, reason)
+        report.files_failed += 1
+
+    def _log_batch(self, report: TickReport) -> None:
+        logger.info(
+            "Batch processing completed: processed=%d failed=%d retrying=%d "
+            "users_sent=%d unmapped=%d stale=%d",
+            report.files_processed,
+            report.files_failed,
+            report.files_retrying,
+            report.users_sent,
+            report.unmapped,
+            report.stale,
+        )
+
+    # -- moves --------------------------------------------------------------
+
+    def _finish_remembered(self, path: Path) -> bool:
+        """Finish a file AtHoc already confirmed; True when it was one."""
+        stat = path.stat()
+        known = self.database.find_processed(path.name, stat.st_size, stat.st_mtime_ns)
+        if known is None:
+            return False
+        if not self.settings.move_processed_files:
+            return True
+        known_copy = Path(known.destination) if known.destination else None
+        self._move_processed(path, known.sha256, known_copy)
+        return True
+
+    def _move_processed(
+        self, path: Path, sha256: str, known_copy: Path | None = None
+    ) -> None:
+        if not self.settings.move_processed_files:
+            return
+        try:
+            destination = move_file(
+                path,
+                self.settings.processed_directory,
+                now=self.clock.now(),
+                known_copy=known_copy,
+            )
+        except SourceNotRemovedError as err:
+            self.database.record_move(path.name, sha256, str(err.destination), moved=False)
+            self._report_error_once(
+                f"source:{path}",
+                "sent, but could not remove the source: file=%s copy=%s (%s)",
+                path,
+                err.destination,
+                err,
+            )
+            return
+        except (FolderError, OSError) as err:
+            self._report_error_once(
+                f"move:{path}",
+                "sent, but could not move the file: file=%s (%s); the move is "
+                "tried again every tick and nothing is sent twice",
+                path,
+                err,
+            )
+            return
+        self.database.record_move(path.name, sha256, str(destination), moved=True)
+        logger.debug("file moved: file=%s to=%s", path.name, destination)
+
+    def _move_failed(self, path: Path, reason: str) -> None:
+        try:
+            destination = move_file(
+                path, self.settings.failed_files_directory, now=self.clock.now()
+            )
+        except SourceNotRemovedError as err:
+            self._report_error_once(
+                f"source:{path}",
+                "could not remove the source after copying it to failed: "
+                "file=%s copy=%s (%s)",
+                path,
+                err.destination,
+                err,
+            )
+            return
+        except (FolderError, OSError) as err:
+            self._report_error_once(
+                f"move:{path}", "could not move a failed file: file=%s (%s)", path, err
+            )
+            return
+        logger.warning("file moved to failed: file=%s to=%s reason=%s", path.name, destination, reason)
+
+    def _prepare_folders(self) -> None:
+        # CSV_DIRECTORY is BOBO's (maybe a share): never created here.
+        for folder in (
+            self.settings.processed_directory,
+            self.settings.failed_files_directory,
+        ):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                logger.error("cannot create folder %s (%s); check its parent", folder, err)
+
+    def _recover_temporary_files(self) -> None:
+        folders = [self.settings.processed_directory, self.settings.failed_files_directory]
+        for folder in folders:
+            try:
+                removed = remove_temporary_files(folder)
+            except OSError:
+                continue
+            for path in removed:
+                logger.warning("removed a copy left unfinished by a crash: file=%s", path)
+
+    # -- auto-cleanup -------------------------------------------------------
+
+    def _auto_cleanup(self, report: TickReport) -> None:
+        now = self.clock.now()
+        hours = self.settings.auto_cleanup_hours
+        cutoff = now - timedelta(hours=hours)
+        due = self.database.on_duty_before(cutoff)
+        cleared = self._clear({worker.login_id for worker in due})
+        if self._sweep_due():
+            users = self.client.query_users_with_old_duty_status(
+                self.settings.duty_status_field, hours
+            )
+            found = {user["LOGIN_ID"] for user in users if user.get("LOGIN_ID")}
+            cleared |= self._clear({login for login in found if login not in cleared})
+            self._last_sweep_at = self.clock.monotonic()
+        if cleared:
+            logger.info(
+                "Auto-cleanup: cleared %d users (%s older than %s hours)",
+                len(cleared),
+                self.settings.duty_status_field,
+                hours,
+            )
+        else:
+            logger.debug("Auto-cleanup: nothing to clear")
+        report.cleared += len(cleared)
+
+    def _clear(self, logins: set[str]) -> set[str]:
+        if not logins:
+            return set()
+        updates = [DutyUpdate(login, "") for login in sorted(logins)]
+        try:
+            results = self.client.batch_update_duty_status(
+                updates, self.settings.duty_status_field
+            )
+        except ApiError as err:
+            partial = list(getattr(err, "partial_results", []) or [])
+            self.database.mark_cleared(
+                [r.login_id for r in partial if r.is_success], self.clock.now()
+            )
+            raise
+        done = {result.login_id for result in results if result.is_success}
+        self.database.mark_cleared(done, self.clock.now())
+        return done
+
+    def _sweep_due(self) -> bool:
+        if self._last_sweep_at is None:
+            return True
+        interval = self.settings.cleanup_sweep_minutes * 60
+        return self.clock.monotonic() - self._last_sweep_at >= interval
+
+    # -- purge --------------------------------------------------------------
+
+    def _purge_old_files(self) -> None:
+        now_monotonic = self.clock.monotonic()
+        if (
+            self._last_purge_at is not None
+            and now_monotonic - self._last_purge_at < PURGE_EVERY_SECONDS
+        ):
+            return
+        self._last_purge_at = now_monotonic
+        settings = self.settings
+        removed_logs = purge_old_logs(
+            settings.log_directory, settings.log_purge_days, self.clock.now()
+        )
+        removed_files = 0
+        if settings.processed_directory.is_dir():
+            removed_files = purge_old_files(
+                settings.processed_directory,
+                settings.processed_files_purge_days,
+                self.clock.timestamp(),
+            )
+        cutoff = self.clock.now() - timedelta(days=settings.processed_files_purge_days)
+        self.database.forget_processed_before(cutoff)
+        if removed_logs or removed_files:
+            logger.info(
+                "purged old files: logs=%d processed_files=%d", removed_logs, removed_files
+            )
+
+
+if __name__ == "__main__":
+    from bobosync.cli import main
+
+    sys.exit(main(sys.argv[1:]))
