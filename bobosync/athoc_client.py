@@ -73,7 +73,6 @@ _OLD_TLS_REASONS = (
     "VERSION_TOO_LOW",
 )
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
-_insecure_warning_silenced = False
 
 
 @dataclass
@@ -357,7 +356,6 @@ def build_session(
     settings: Settings, retry: Retry, session: requests.Session | None = None
 ) -> requests.Session:
     """A session that ignores the environment, .netrc and the registry (R9)."""
-    global _insecure_warning_silenced
     session = session or requests.Session()
     session.trust_env = False
     session.proxies = {}
@@ -365,10 +363,10 @@ def build_session(
     adapter = TlsAdapter(build_ssl_context(settings), retry)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    if settings.disable_ssl_verify and not _insecure_warning_silenced:
+    if settings.disable_ssl_verify:
         # Start-up warns once; one warning per request would drown the log.
+        # simplefilter replaces an identical filter, so a repeat adds none.
         warnings.simplefilter("ignore", InsecureRequestWarning)
-        _insecure_warning_silenced = True
     return session
 
 
@@ -405,6 +403,7 @@ class AtHocClient:
         self._token: _Token | None = None
         self._offset_mode = self._settings.search_offset_mode
         self._secrets = self._known_secrets()
+        self._long_waits_logged: set[str] = set()
 
     @property
     def session(self) -> requests.Session:
@@ -450,6 +449,9 @@ class AtHocClient:
             logger.info(
                 "refresh token refused, logging in again: error_code=%s", err.error_code
             )
+            # A refused refresh token stays refused: while the password is
+            # refused too, each later tick makes one token request, not two.
+            self._token = None
             self.authenticate()
             return
         logger.debug("access token renewed with the refresh token")
@@ -680,15 +682,7 @@ class AtHocClient:
             retry_after is not None
             and retry_after > self._retry.max_retry_after_seconds
         ):
-            logger.warning(
-                "AtHoc asked to wait %d s, more than the %d s allowed;"
-                " not waiting: method=%s path=%s status=%d",
-                retry_after,
-                self._retry.max_retry_after_seconds,
-                method,
-                path,
-                status,
-            )
+            self._note_long_wait(method, path, status, retry_after)
         message = f"{method} {path} failed: {self._status_advice(path, response)}"
         if status in (401, 403):
             # The login itself, not the data: an outage for the loop.
@@ -701,6 +695,24 @@ class AtHocClient:
             retry_after_seconds=retry_after,
         )
 
+    def _note_long_wait(
+        self, method: str, path: str, status: int, retry_after: float
+    ) -> None:
+        # Once per endpoint: a server that keeps asking for a day would
+        # otherwise add a WARNING to every tick's ERROR reminder.
+        level = logging.DEBUG if path in self._long_waits_logged else logging.WARNING
+        self._long_waits_logged.add(path)
+        logger.log(
+            level,
+            "AtHoc asked to wait %d s, more than the %d s allowed;"
+            " not waiting: method=%s path=%s status=%d",
+            retry_after,
+            self._retry.max_retry_after_seconds,
+            method,
+            path,
+            status,
+        )
+
     def _status_advice(self, path: str, response: requests.Response) -> str:
         status = response.status_code
         body = self._scrub(response.text[:200].strip())
@@ -708,7 +720,11 @@ class AtHocClient:
         if status == 429 or status >= 500:
             wait = self._retry_after(response)
             asked = f", asked to wait {wait:g} s" if wait is not None else ""
-            return f"{answered}{asked} (outage or overload; retried later)"
+            return (
+                f"{answered}{asked} (AtHoc is down or overloaded; retried"
+                " later): if it lasts, check that the AtHoc server and its"
+                " services are up"
+            )
         if status == 401:
             return (
                 f"{answered} to a fresh access token: check ORG_CODE="

@@ -235,8 +235,16 @@ def parse_created_time(cell: str) -> datetime | None:
     value = cell.strip()
     if not _CREATED.fullmatch(value):
         return None
+    # Slicing beats strptime several times over on a million-row backlog.
     try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S")
+        return datetime(
+            int(value[:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[8:10]),
+            int(value[10:12]),
+            int(value[12:14]),
+        )
     except ValueError:
         return None
 

@@ -20,7 +20,13 @@ from collections.abc import Iterable, Mapping  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timedelta  # noqa: E402
 
-from bobosync.athoc_client import AtHocClient, DutyUpdate, SyncResult  # noqa: E402
+from bobosync.athoc_client import (  # noqa: E402
+    SYNC_PATH,
+    UNUSABLE_ANSWER_STATUS,
+    AtHocClient,
+    DutyUpdate,
+    SyncResult,
+)
 from bobosync.bobo_entry import (  # noqa: E402
     BOBOEntry,
     canonical_employee_id,
@@ -46,7 +52,9 @@ from bobosync.errors import (  # noqa: E402
 )
 from bobosync.inbox import (  # noqa: E402
     SourceNotRemovedError,
+    find_copy,
     fingerprint_file,
+    is_unmovable_name,
     list_inbox,
     move_file,
     purge_old_files,
@@ -96,6 +104,8 @@ class BatchFile:
     employees: set[str] = field(default_factory=set)
     unmapped_rows: int = 0
     failed_users: list[str] = field(default_factory=list)
+    # "login (details)" per failed user: the reason an operator reads.
+    failures: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -242,6 +252,9 @@ class BOBOProcessor:
         """One tick; never raises for an outage or an unexpected error."""
         report = TickReport()
         try:
+            # A database locked by another program (B27) stops the tick
+            # before AtHoc is called, so nothing is sent and then not recorded.
+            self.database.check_writable()
             self._maybe_refresh_mapping()
             self._process_batch(report)
             self._auto_cleanup(report)
@@ -413,8 +426,16 @@ class BOBOProcessor:
 
     def _log_ignored(self, names: list[str]) -> None:
         for name in names:
-            if name not in self._ignored_seen:
-                self._ignored_seen.add(name)
+            if name in self._ignored_seen:
+                continue
+            self._ignored_seen.add(name)
+            if is_unmovable_name(name) and name.lower().endswith(".csv"):
+                logger.warning(
+                    "file ignored, its name cannot be moved safely: name=%r;"
+                    " rename it without \\, a drive prefix or control characters",
+                    name,
+                )
+            else:
                 logger.debug("ignored (not a BOBO file): name=%s", name)
 
     def _read(self, path: Path, order: int) -> BatchFile | None:
@@ -571,8 +592,31 @@ class BOBOProcessor:
             ]
             for item in files:
                 item.error = str(err)
+        self._raise_if_unanswered(to_send, logins, results)
         report.users_sent += sum(1 for result in results if result.is_success)
         return {result.login_id.casefold(): result for result in results}
+
+    def _raise_if_unanswered(
+        self,
+        to_send: dict[str, BOBOEntry],
+        logins: dict[str, str],
+        results: list[SyncResult],
+    ) -> None:
+        """A user left out of AtHoc's answer is the server's fault, not the
+        file's (R7): keep what was confirmed and treat the rest as an outage."""
+        missing = [result.login_id for result in results if result.outcome == "missing"]
+        if not missing:
+            return
+        self._record_applied(to_send, logins, results)
+        raise ApiError(
+            f"POST {SYNC_PATH}: AtHoc's answer left out {len(missing)} user(s) "
+            f"({', '.join(missing[:10])}); their updates are unconfirmed and "
+            "are sent again next tick; if this goes on, check AtHoc's server "
+            "logs",
+            method="POST",
+            path=SYNC_PATH,
+            status=UNUSABLE_ANSWER_STATUS,
+        )
 
     def _duty_updates(
         self, to_send: dict[str, BOBOEntry], logins: dict[str, str]
@@ -637,6 +681,9 @@ class BOBOProcessor:
                 result = results.get(logins[employee_id].casefold())
                 if result is None or not result.is_success:
                     item.failed_users.append(employee_id)
+                    login = logins[employee_id]
+                    details = result.details if result else "no answer"
+                    item.failures.append(f"{login} ({details})")
         now = self.clock.now()
         finished = [item for item in files if not item.failed_users]
         retrying = [item for item in files if item.failed_users]
@@ -671,7 +718,7 @@ class BOBOProcessor:
     def _count_attempt(self, item: BatchFile, is_final: bool, now: datetime) -> None:
         reason = item.error or (
             f"AtHoc did not confirm {len(item.failed_users)} user(s): "
-            + ", ".join(sorted(item.failed_users)[:10])
+            + ", ".join(sorted(item.failures)[:10])
         )
         item.error = reason
         attempts = self.database.add_attempt(item.path.name, reason, now)
@@ -767,6 +814,9 @@ class BOBOProcessor:
         if not self.settings.move_processed_files:
             return True
         known_copy = Path(known.destination) if known.destination else None
+        if known_copy is None:
+            # A kill may have stopped a move across volumes after the copy.
+            known_copy = find_copy(path, self.settings.processed_directory)
         self._move_processed(path, known.sha256, known_copy)
         return True
 

@@ -7,6 +7,7 @@ failed and what the operator can check. No message ever holds a secret.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class BoboSyncError(Exception):
@@ -49,7 +50,7 @@ class ApiError(BoboSyncError):
         self.retry_after_seconds = retry_after_seconds
         # Results of the chunks AtHoc confirmed before this failure (a list
         # of athoc_client.SyncResult), so they are recorded, not resent.
-        self.partial_results: list = []
+        self.partial_results: list[Any] = []
         super().__init__(message)
 
     @property
@@ -64,7 +65,7 @@ class AuthError(ApiError):
     the server gave one. Always an outage: the file is not at fault.
     """
 
-    def __init__(self, message: str, *, error_code: str = "", **context) -> None:
+    def __init__(self, message: str, *, error_code: str = "", **context: Any) -> None:
         self.error_code = error_code
         super().__init__(message, **context)
 

@@ -69,10 +69,21 @@ class FileFingerprint:
 
 def is_candidate_name(name: str) -> bool:
     """Tell whether a name is a BOBO file to read: ``.csv`` in any case,
-    not an Excel owner file (``~$``) and not hidden."""
-    if name.startswith(("~$", ".")):
+    not an Excel owner file (``~$``), not hidden, and not unmovable."""
+    if name.startswith(("~$", ".")) or is_unmovable_name(name):
         return False
     return name.lower().endswith(".csv")
+
+
+def is_unmovable_name(name: str) -> bool:
+    r"""Tell whether a name cannot be moved unchanged on every OS.
+
+    Linux allows ``\``, ``C:`` and control characters in a name; bobosync's
+    moves refuse them (they would leave the folder on Windows), so reading
+    such a file would send its events without ever finishing it.
+    """
+    has_control = any(ord(char) < 32 or ord(char) == 127 for char in name)
+    return has_control or "\\" in name or bool(_DRIVE_LETTER.match(name))
 
 
 def list_inbox(
@@ -142,6 +153,24 @@ def same_content(first: Path, second: Path) -> bool:
     if first.stat().st_size != second.stat().st_size:
         return False
     return _sha256_of(first) == _sha256_of(second)
+
+
+def find_copy(source: Path, directory: Path) -> Path | None:
+    """Return a file in ``directory`` that holds ``source``'s bytes under its
+    name or a name move_file gives it (``<stem>_<suffix>...``), else None.
+
+    A copy across volumes that a crash stopped before the source was deleted
+    leaves such a file; finishing the move must not copy it a second time.
+    """
+    stem, suffix = source.stem, source.suffix
+    for path in _regular_files(directory):
+        name = path.name
+        is_named_like = name == source.name or (
+            name.startswith(f"{stem}_") and name.endswith(suffix)
+        )
+        if is_named_like and _is_copy_of(source, path):
+            return path
+    return None
 
 
 def move_file(
@@ -364,10 +393,10 @@ def _is_copy_of(source: Path, known_copy: Path) -> bool:
 
 
 def _move_failed(source: Path, destination_dir: Path, err: OSError) -> str:
-    return (
-        f"cannot move {source} to {destination_dir}: {err.strerror or err}; "
-        f"{_WRITE_FIX}, and that no program holds the file open"
-    )
+    reason = f"cannot move {source} to {destination_dir}: {err.strerror or err}"
+    if err.errno == errno.ENOSPC:
+        return f"{reason}; free space on {destination_dir} (the disk is full)"
+    return f"{reason}; {_WRITE_FIX}, and that no program holds the file open"
 
 
 def _regular_files(directory: Path) -> list[Path]:

@@ -301,11 +301,11 @@ def _read_setting(
             " write Windows paths unquoted or in single quotes",
             shows_value=True,
         )
-    value = text if item.name in SECRET_FIELDS else text.strip()
-    if value.strip():
-        return convert(value)
+    if text.strip():
+        # Secrets are used exactly as written, spaces included.
+        return convert(text if item.name in SECRET_FIELDS else text.strip())
     if item.default is MISSING:
-        raise _Missing(setting_name(item.name))
+        raise _Missing
     if isinstance(item.default, Path):
         return resolve_path(str(item.default), base_dir)
     return item.default
@@ -340,7 +340,7 @@ def _shown_value(field_name: str, text: str) -> str:
 
 def _value_notices(raw: Mapping[str, str], values: Mapping[str, Any]) -> list[str]:
     """WARNING texts about valid but risky values."""
-    notices = []
+    notices: list[str] = []
     for name in map(setting_name, PROXY_FIELDS):
         notices += _proxy_notices(name, raw.get(name, ""))
     if values["disable_ssl_verify"]:

@@ -435,6 +435,8 @@ class AtHocSimulator:
         self._next_user_id = FIRST_USER_ID
         self._access_tokens: dict[str, float] = {}
         self._refresh_tokens: dict[str, str] = {}
+        # Every token ever handed out, kept for tests that prove none leaks.
+        self._issued_tokens: list[str] = []
         self._refresh_rejected = False
         self._server: _SimulatorServer | None = None
         self._url = ""
@@ -525,6 +527,18 @@ class AtHocSimulator:
         with self._lock:
             return self._users[login_id.lower()].attributes.get(name) or None
 
+    def set_attribute(self, login_id: str, name: str, value: str | None) -> None:
+        """Set a user's attribute (a test resetting state). KeyError if no user."""
+        with self._lock:
+            self._users[login_id.lower()].attributes[name] = value
+            self._attribute_names.add(name)
+
+    def remove_user(self, login_id: str) -> None:
+        """Delete a user (any case), as an administrator would. KeyError if
+        there is none."""
+        with self._lock:
+            del self._users[login_id.lower()]
+
     def logins(self) -> list[str]:
         with self._lock:
             return [user.login_id for user in self._sorted_users()]
@@ -579,6 +593,13 @@ class AtHocSimulator:
     def unauthorized_count(self) -> int:
         with self._lock:
             return self._unauthorized_count
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued since start, in order;
+        reset_records() keeps them."""
+        with self._lock:
+            return list(self._issued_tokens)
 
     def sent_updates(self, field_name: str | None = None) -> dict[str, str]:
         """LOGIN_ID -> value sent for ``field_name`` (default: the first date
@@ -822,6 +843,7 @@ class AtHocSimulator:
         access_token = secrets.token_urlsafe(32)
         lifetime = self.token_lifetime_seconds
         self._access_tokens[access_token] = self._monotonic() + lifetime
+        self._issued_tokens.append(access_token)
         payload: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
@@ -831,6 +853,7 @@ class AtHocSimulator:
         if "offline_access" in scope.split():
             refresh_token = secrets.token_urlsafe(32)
             self._refresh_tokens[refresh_token] = scope
+            self._issued_tokens.append(refresh_token)
             payload["refresh_token"] = refresh_token
         return _json_answer(200, payload, **{"Cache-Control": "no-store"})
 
