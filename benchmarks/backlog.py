@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.workers)
     ]
     clock = ManualClock(NOW)
-    with tempfile.TemporaryDirectory() as folder, AtHocSimulator(users, clock=clock) as sim:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        AtHocSimulator(users, clock=clock) as sim,
+    ):
         settings = make_test_settings(
             Path(folder),
             athoc_server_url=sim.url,
@@ -73,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.files,
         )
         settings.csv_directory.mkdir(parents=True)
-        write_backlog(settings.csv_directory, args.rows, args.files, args.workers, args.seed)
+        write_backlog(
+            settings.csv_directory, args.rows, args.files, args.workers, args.seed
+        )
         client = AtHocClient(settings, clock=clock)
         processor = BOBOProcessor(settings, client=client, clock=clock)
         processor.sync_worker_mappings()

@@ -35,6 +35,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--max-delay", type=float, default=1.5, help="longest random delay, seconds"
     )
     parser.add_argument(
+        "--sync-delay",
+        type=float,
+        default=0.0,
+        help="seconds the simulator waits before each sync answer",
+    )
+    parser.add_argument(
         "--moved-to",
         type=Path,
         help="put processed_files and failed_files here (another volume makes "
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=arguments.seed,
             user_count=arguments.users,
             max_kill_delay_seconds=arguments.max_delay,
+            sync_delay_seconds=arguments.sync_delay,
             moved_to=moved_to,
         ) as harness:
             report = harness.run(arguments.kills)

@@ -15,6 +15,7 @@ if not __package__:  # run from inside bobosync/ as the operators' runbook does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import logging  # noqa: E402
+import os  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterable, Mapping  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -194,6 +195,14 @@ def is_outage(err: BaseException) -> bool:
     if isinstance(err, ApiError):
         return err.is_outage
     return isinstance(err, (StoreError, FolderError))
+
+
+def holds_text(path: Path, text: str) -> bool:
+    """Whether the file exists and holds exactly ``text`` in UTF-8."""
+    try:
+        return path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
 
 
 # -- the processor ----------------------------------------------------------
@@ -761,12 +770,13 @@ class BOBOProcessor:
     def _write_rejected(self, item: BatchFile, now: datetime) -> None:
         if not item.parsed.rejected:
             return
-        write_new_file(
-            self.settings.failed_files_directory,
-            f"{item.path.name}.rejected.csv",
-            format_rejected_rows(item.parsed.rejected, item.parsed.delimiter),
-            now=now,
-        )
+        name = f"{item.path.name}.rejected.csv"
+        text = format_rejected_rows(item.parsed.rejected, item.parsed.delimiter)
+        # Written before the commit, so a tick whose commit failed (a locked
+        # database, a kill) wrote it already: once is enough.
+        if holds_text(self.settings.failed_files_directory / name, text):
+            return
+        write_new_file(self.settings.failed_files_directory, name, text, now=now)
 
     def _fail_unusable_file(self, item: BatchFile, report: TickReport) -> None:
         reason = f"no valid BOBO row in {item.parsed.data_rows} data row(s)"
@@ -852,7 +862,17 @@ class BOBOProcessor:
             )
             return
         self.database.record_move(path.name, sha256, str(destination), moved=True)
+        self._start_keep_period(destination)
         logger.debug("file moved: file=%s to=%s", path.name, destination)
+
+    def _start_keep_period(self, destination: Path) -> None:
+        # PROCESSED_FILES_PURGE_DAYS counts from the move: a re-dropped
+        # archive file keeps its old time and would be purged at once.
+        stamp = self.clock.timestamp()
+        try:
+            os.utime(destination, (stamp, stamp))
+        except OSError:
+            logger.debug("time stamp not set: path=%s", destination)
 
     def _move_failed(self, path: Path, reason: str) -> None:
         try:
@@ -909,7 +929,7 @@ class BOBOProcessor:
             users = self.client.query_users_with_old_duty_status(
                 self.settings.duty_status_field, hours
             )
-            found = {user["LOGIN_ID"] for user in users if user.get("LOGIN_ID")}
+            found = {str(user["LOGIN_ID"]) for user in users if user.get("LOGIN_ID")}
             cleared |= self._clear({login for login in found if login not in cleared})
             self._last_sweep_at = self.clock.monotonic()
         if cleared:

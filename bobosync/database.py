@@ -172,6 +172,11 @@ def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _processed_file(row: tuple) -> ProcessedFile:
+    name, size, mtime_ns, sha256, destination, moved = row
+    return ProcessedFile(name, size, mtime_ns, sha256, destination, bool(moved))
+
+
 def _is_lock_error(err: sqlite3.Error) -> bool:
     message = str(err).lower()
     return "locked" in message or "busy" in message
@@ -457,15 +462,17 @@ class BOBODatabase:
             "processed_files WHERE file_name = ? AND size = ? AND mtime_ns = ?",
             (file_name, size, mtime_ns),
         )
-        return ProcessedFile(*rows[0][:5], bool(rows[0][5])) if rows else None
+        return _processed_file(rows[0]) if rows else None
 
-    def find_processed_by_hash(self, file_name: str, sha256: str) -> ProcessedFile | None:
+    def find_processed_by_hash(
+        self, file_name: str, sha256: str
+    ) -> ProcessedFile | None:
         rows = self._query(
             "SELECT file_name, size, mtime_ns, sha256, destination, moved FROM "
             "processed_files WHERE file_name = ? AND sha256 = ?",
             (file_name, sha256),
         )
-        return ProcessedFile(*rows[0][:5], bool(rows[0][5])) if rows else None
+        return _processed_file(rows[0]) if rows else None
 
     def remember_processed(
         self, file_name: str, size: int, mtime_ns: int, sha256: str, now: datetime
@@ -538,7 +545,9 @@ class BOBODatabase:
 
     # -- processing log ---------------------------------------------------
 
-    def log_processing(self, entries: Iterable[ProcessingLogEntry], now: datetime) -> None:
+    def log_processing(
+        self, entries: Iterable[ProcessingLogEntry], now: datetime
+    ) -> None:
         rows = [
             (
                 _text(now),
@@ -571,4 +580,7 @@ class BOBODatabase:
         if file_name is not None:
             sql += " WHERE file_name = ?"
             parameters = (file_name,)
-        return [ProcessingLogEntry(*row) for row in self._query(sql + " ORDER BY id", parameters)]
+        return [
+            ProcessingLogEntry(*row)
+            for row in self._query(sql + " ORDER BY id", parameters)
+        ]

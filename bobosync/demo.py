@@ -45,7 +45,9 @@ def write_demo_files(inbox: Path, collars: list[str], now: datetime) -> list[Pat
     """Two shift files: morning book-ons, then book-offs and trouble."""
     start = now - timedelta(hours=6)
     morning = [HEADER] + [
-        bobo_row("BON", collar, start + timedelta(minutes=3 * index), "1,51.5074,-0.1278,8")
+        bobo_row(
+            "BON", collar, start + timedelta(minutes=3 * index), "1,51.5074,-0.1278,8"
+        )
         for index, collar in enumerate(collars[:12])
     ]
     later = now - timedelta(hours=1)
@@ -110,7 +112,10 @@ def _run(
 ) -> int:
     collars = [str(user["Collar-Number"]) for user in users]
     files = write_demo_files(settings.csv_directory, collars, clock.now())
-    print(f"bobosync demo: AtHoc simulator at {simulator.url} with {len(users)} users", file=out)
+    print(
+        f"bobosync demo: AtHoc simulator at {simulator.url} with {len(users)} users",
+        file=out,
+    )
     print(f"wrote {len(files)} BOBO files into {settings.csv_directory}", file=out)
     processor = BOBOProcessor(settings, clock=clock)
     try:
@@ -128,21 +133,41 @@ def _print_result(
 ) -> int:
     field = settings.duty_status_field
     on_duty = [
-        (login, simulator.attribute(login, "Collar-Number"), simulator.attribute(login, field))
+        (
+            login,
+            simulator.attribute(login, "Collar-Number"),
+            simulator.attribute(login, field),
+        )
         for login in simulator.logins()
         if simulator.attribute(login, field)
     ]
     print(f"\non duty in AtHoc ({field} set): {len(on_duty)}", file=out)
     for login, collar, value in on_duty:
         print(f"  {login:<24} collar {collar}  since {value}", file=out)
-    booked_off = sorted({u["LOGIN_ID"] for call in simulator.sync_calls for u in call if u.get(field) == ""})
+    booked_off = sorted(
+        {
+            u["LOGIN_ID"]
+            for call in simulator.sync_calls
+            for u in call
+            if u.get(field) == ""
+        }
+    )
     print(f"booked off (cleared): {', '.join(booked_off) or 'none'}", file=out)
-    processed = sorted(p.name for p in settings.processed_directory.glob("*") if p.is_file())
-    failed = sorted(p.name for p in settings.failed_files_directory.glob("*") if p.is_file())
+    processed = sorted(
+        p.name for p in settings.processed_directory.glob("*") if p.is_file()
+    )
+    failed = sorted(
+        p.name for p in settings.failed_files_directory.glob("*") if p.is_file()
+    )
     print(f"\nprocessed_files: {', '.join(processed) or 'none'}", file=out)
     print(f"failed_files:    {', '.join(failed) or 'none'}", file=out)
-    print(f"still waiting:   {', '.join(p.name for p in settings.csv_directory.glob('*.csv')) or 'none'}", file=out)
+    print(
+        f"still waiting:   {', '.join(p.name for p in settings.csv_directory.glob('*.csv')) or 'none'}",
+        file=out,
+    )
     print(f"\nlog file: {log_file}", file=out)
     ok = len(processed) == 2 and len(on_duty) == 10 and len(booked_off) == 4
-    print("demo result: OK" if ok else "demo result: UNEXPECTED (see the log)", file=out)
+    print(
+        "demo result: OK" if ok else "demo result: UNEXPECTED (see the log)", file=out
+    )
     return 0 if ok else 1

@@ -28,13 +28,21 @@ import pytest
 from bobosync import inbox
 from bobosync.athoc_client import AtHocClient
 from bobosync.bobo_processor import MAX_BACKOFF_SECONDS, BOBOProcessor, TickReport
+from bobosync.cli import EXIT_CONFIG, main
 from bobosync.clock import ManualClock
 from bobosync.database import BOBODatabase
 from bobosync.errors import FolderError
 from bobosync.logging_setup import configure_logging, reset_logging
 from bobosync.settings import Settings
 from bobosync.simulator import AtHocSimulator
-from tests.conftest import CASE_USERS, copy_case, folder_names, sent_in, settings_for
+from tests.conftest import (
+    CASE_USERS,
+    clean_environment,
+    copy_case,
+    folder_names,
+    sent_in,
+    settings_for,
+)
 
 N04 = "N04_with_header.csv"
 N04_SENT = {"t.ashby": "14/03/2025 07:15:02", "r.okafor": "14/03/2025 07:20:10"}
@@ -822,3 +830,41 @@ def test_log_directory_not_writable_names_the_path_and_the_fix(tmp_path, simulat
     assert message.startswith(f"LOG_DIRECTORY {blocker / 'logs'} is not writable")
     assert "give this account write access" in message
     assert caught.value.path == blocker / "logs"
+
+
+def test_once_with_an_unwritable_log_directory_stops_and_leaves_the_files(
+    tmp_path, monkeypatch, simulator, capsys
+):
+    clean_environment(monkeypatch)
+    blocker = tmp_path / "logs_is_a_file"
+    blocker.write_text("")
+    inbox_folder = tmp_path / "in"
+    copy_case(N04, inbox_folder)
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"ATHOC_SERVER_URL={simulator.url}",
+                f"ORG_CODE={simulator.org_code}",
+                f"CLIENT_ID={simulator.client_id}",
+                f"CLIENT_SECRET={simulator.client_secret}",
+                f"APIUSER={simulator.username}",
+                f"PASSWORD={simulator.password}",
+                f"CSV_DIRECTORY={inbox_folder}",
+                f"LOG_DIRECTORY={blocker / 'logs'}",
+            ]
+        ),
+        encoding="utf-8",
+    )
+
+    try:
+        exit_code = main(["--once", "--env-file", str(env_file)])
+    finally:
+        reset_logging()
+
+    assert exit_code == EXIT_CONFIG
+    assert (
+        f"LOG_DIRECTORY {blocker / 'logs'} is not writable" in capsys.readouterr().err
+    )
+    assert folder_names(inbox_folder) == [N04]
+    assert simulator.sync_calls == []

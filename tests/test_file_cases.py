@@ -195,7 +195,9 @@ def test_b23_taken_name_in_processed_gets_a_timestamp_suffix(
     settings = processor.settings
     old = settings.processed_directory / "BOBO_daily.csv"
     old.write_bytes(b"yesterday's file\r\n")
-    new = copy_case("N04_with_header.csv", settings.csv_directory, as_name="BOBO_daily.csv")
+    new = copy_case(
+        "N04_with_header.csv", settings.csv_directory, as_name="BOBO_daily.csv"
+    )
     new_bytes = new.read_bytes()
 
     sent, warnings = run_tick(processor, simulator, caplog)
@@ -244,7 +246,9 @@ def test_b23_without_moving_a_file_is_sent_once_and_again_when_it_changes(
 ):
     processor = make_processor(move_processed_files=False)
     settings = processor.settings
-    path = copy_case("N04_with_header.csv", settings.csv_directory, as_name="BOBO_daily.csv")
+    path = copy_case(
+        "N04_with_header.csv", settings.csv_directory, as_name="BOBO_daily.csv"
+    )
 
     sent, _ = run_tick(processor, simulator, caplog)
     assert sent == N04_SENT
@@ -358,7 +362,7 @@ def rejected_reports(settings) -> list[str]:
     return [
         name
         for name in folder_names(settings.failed_files_directory)
-        if name.endswith(".rejected.csv")
+        if ".rejected" in name
     ]
 
 
@@ -470,7 +474,9 @@ def test_r6_replaying_an_old_file_never_flips_the_status(
 ):
     processor = make_processor()
     settings = processor.settings
-    first = copy_case("N04_with_header.csv", settings.csv_directory, as_name="BOBO_0715.csv")
+    first = copy_case(
+        "N04_with_header.csv", settings.csv_directory, as_name="BOBO_0715.csv"
+    )
     first_bytes = first.read_bytes()
     run_tick(processor, simulator, caplog)
     write_rows(
@@ -491,6 +497,35 @@ def test_r6_replaying_an_old_file_never_flips_the_status(
     assert simulator.attribute("r.okafor", DUTY) == "14/03/2025 07:20:10"
     assert folder_names(settings.csv_directory) == []
     assert len(folder_names(settings.processed_directory)) == 3
+
+
+# -- PROCESSED_FILES_PURGE_DAYS ---------------------------------------------
+
+
+def test_redropped_old_file_stays_in_processed_for_the_purge_days(
+    make_processor, simulator, caplog, clock
+):
+    processor = make_processor(processed_files_purge_days=30)
+    settings = processor.settings
+    # An archived export copied back with its time stamp: 60 days old.
+    copy_case(
+        "N04_with_header.csv",
+        settings.csv_directory,
+        as_name="BOBO_archive.csv",
+        mtime=clock.timestamp() - 60 * 86400,
+    )
+
+    sent, _ = run_tick(processor, simulator, caplog)
+    assert sent == N04_SENT
+    assert folder_names(settings.processed_directory) == ["BOBO_archive.csv"]
+
+    clock.advance(29 * 86400)
+    run_tick(processor, simulator, caplog)
+    assert folder_names(settings.processed_directory) == ["BOBO_archive.csv"]
+
+    clock.advance(2 * 86400)
+    run_tick(processor, simulator, caplog)
+    assert folder_names(settings.processed_directory) == []
 
 
 # -- BATCH_SIZE --------------------------------------------------------------
@@ -540,7 +575,7 @@ def test_r3_rejected_rows_report_is_not_written_again_after_a_locked_database(
             ],
             clock.timestamp() - 10,
         )
-        with held_write_lock(settings.db_path):
+        with lock_during_sync_calls(processor, settings.db_path):
             assert not processor.run_tick().is_success
         assert folder_names(settings.csv_directory) == ["BOBO_mixed.csv"]
 
@@ -554,12 +589,38 @@ def test_r3_rejected_rows_report_is_not_written_again_after_a_locked_database(
 
 
 @contextmanager
-def held_write_lock(db_path: Path) -> Iterator[None]:
-    """Another program's open write transaction on DB_PATH (B27)."""
+def lock_during_sync_calls(processor, db_path: Path) -> Iterator[None]:
+    """Another program takes a write lock on DB_PATH (B27) while AtHoc is
+    answering, after the tick's start-up check passed."""
     other = sqlite3.connect(str(db_path), isolation_level=None)
+    send = processor.client.batch_update_duty_status
+
+    def send_then_lock(*args, **kwargs):
+        results = send(*args, **kwargs)
+        if not other.in_transaction:
+            other.execute("BEGIN IMMEDIATE")
+        return results
+
+    processor.client.batch_update_duty_status = send_then_lock
     try:
-        other.execute("BEGIN IMMEDIATE")
         yield
-        other.execute("ROLLBACK")
     finally:
+        processor.client.batch_update_duty_status = send
+        if other.in_transaction:
+            other.execute("ROLLBACK")
         other.close()
+
+
+def test_batch_size_takes_files_of_equal_time_by_name(
+    make_processor, simulator, caplog, clock
+):
+    processor = make_processor(batch_size=1)
+    folder = processor.settings.csv_directory
+    same_time = clock.timestamp() - 100
+    write_rows(folder / "BOBO_2.csv", ["BON,00422,,20250314,070000,,1,,,"], same_time)
+    write_rows(folder / "BOBO_1.csv", ["BON,00009,,20250314,070000,,1,,,"], same_time)
+
+    sent, _ = run_tick(processor, simulator, caplog)
+
+    assert sent == {"m.lindqvist": "14/03/2025 07:00:00"}
+    assert folder_names(folder) == ["BOBO_2.csv"]

@@ -8,6 +8,7 @@ seconds.
 
 from __future__ import annotations
 
+import codecs
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,12 +24,12 @@ from bobosync.athoc_client import AtHocClient
 from bobosync.bobo_entry import BOBOEntry, latest_per_employee
 from bobosync.bobo_processor import BOBOProcessor
 from bobosync.clock import ManualClock
-from bobosync.csv_reader import parse_bobo_text
+from bobosync.csv_reader import parse_bobo_text, read_bobo_file
 from bobosync.simulator import AtHocSimulator
 from tests.conftest import CASE_TIME, CASE_USERS, DUTY, settings_for
 
 PURE = settings(
-    max_examples=300,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     database=None,
@@ -49,9 +50,7 @@ HEADER = (
 LINE_ENDS = ["\r\n", "\n", "\r"]
 # Cell text that holds no separator, quote or line break.
 PLAIN_TEXT = st.text(
-    alphabet=st.characters(
-        blacklist_categories=["Cs"], blacklist_characters=',;"\r\n'
-    ),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters=',;"\r\n'),
     max_size=12,
 )
 ASCII_ID = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,9}", fullmatch=True)
@@ -66,7 +65,7 @@ class Line:
     """One generated physical line and what the parser must make of it."""
 
     text: str
-    kind: str  # "valid", "invalid", "blank", "header" or "junk"
+    kind: str  # "valid", "invalid", "blank" or "header"
     transaction_type: str = ""
     employee_id: str = ""
     event_time: datetime | None = None
@@ -239,7 +238,8 @@ JUNK_LINES = st.text(
 
 @PURE
 @given(
-    st.lists(st.one_of(JUNK_LINES, valid_lines().map(lambda line: line.text)),
+    st.lists(
+        st.one_of(JUNK_LINES, valid_lines().map(lambda line: line.text)),
         min_size=1,
         max_size=20,
     ),
@@ -264,6 +264,39 @@ def test_any_text_parses_without_raising(text):
 
     assert parsed.data_rows == len(parsed.entries) + len(parsed.rejected)
     assert parsed.valid_rows == len(parsed.entries)
+
+
+FILE_BYTES = st.one_of(
+    st.binary(max_size=400),
+    files_of_lines().map(lambda file: file[0].encode("utf-8")),
+    files_of_lines().map(lambda file: file[0].encode("cp1252", errors="replace")),
+)
+
+
+def summary(parsed) -> tuple:
+    return (
+        [(e.line_number, e.employee_id, e.event_time) for e in parsed.entries],
+        [(r.line_number, r.column) for r in parsed.rejected],
+        parsed.blank_rows,
+        parsed.delimiter,
+    )
+
+
+@PURE
+@given(FILE_BYTES)
+def test_reading_a_file_equals_parsing_its_decoded_text(content):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random.csv"
+        path.write_bytes(content)
+        from_file = read_bobo_file(path)
+
+    text = content.removeprefix(codecs.BOM_UTF8)
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = text.decode("cp1252", errors="replace")
+        assert from_file.encoding == "cp1252"
+    assert summary(from_file) == summary(parse_bobo_text(decoded, "random.csv"))
 
 
 # -- (b) which event wins ------------------------------------------------
@@ -324,7 +357,13 @@ def model_winners(pairs: list[tuple[int, BOBOEntry]]) -> dict[str, BOBOEntry]:
     def rank(pair: tuple[int, BOBOEntry]) -> tuple:
         order, entry = pair
         created = entry.created_time
-        return (entry.event_time, created is not None, created or datetime.min, order, entry.line_number)
+        return (
+            entry.event_time,
+            created is not None,
+            created or datetime.min,
+            order,
+            entry.line_number,
+        )
 
     winners: dict[str, BOBOEntry] = {}
     for employee_id in {entry.employee_id for _, entry in pairs}:
@@ -445,15 +484,31 @@ def csv_row(booking: Booking) -> str:
     )
 
 
-def write_files(
-    folder: Path, bookings_made: list[Booking], file_indexes: list[int], clock: ManualClock
+def write_tick_files(
+    folder: Path, bookings_made: list[Booking], file_indexes: list[int], clock
 ) -> None:
+    """Write this tick's files, oldest first in the given order."""
     for position, index in enumerate(file_indexes):
         rows = [csv_row(b) for b in bookings_made if b.file_index == index]
+        if not rows:
+            continue
         path = folder / f"BOBO_{index}.csv"
         path.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8"))
         stamp = clock.timestamp() - 100 + position
         os.utime(path, (stamp, stamp))
+
+
+def run_ticks(
+    processor: BOBOProcessor, bookings_made: list[Booking], tick_of_file: list[int]
+) -> None:
+    """Drop each file in the tick it is given, then run that tick."""
+    folder = processor.settings.csv_directory
+    for tick in range(max(tick_of_file) + 1):
+        files = [i for i, t in enumerate(tick_of_file) if t == tick]
+        write_tick_files(folder, bookings_made, files, processor.clock)
+        report = processor.run_tick()
+        assert report.is_success, report.outage
+    assert list(folder.iterdir()) == []
 
 
 def reset_duty_values(simulator: AtHocSimulator) -> None:
@@ -481,13 +536,7 @@ def test_final_duty_values_are_the_latest_event_per_user(
         client = AtHocClient(config, clock=clock, retry_backoff_seconds=0.0)
         processor = BOBOProcessor(config, client=client, clock=clock)
         try:
-            for tick in range(3):
-                files = [i for i in range(5) if tick_of_file[i] == tick]
-                used = {b.file_index for b in bookings_made}
-                write_files(config.csv_directory, bookings_made, [i for i in files if i in used], clock)
-                report = processor.run_tick()
-                assert report.is_success, report.outage
-            assert list(config.csv_directory.iterdir()) == []
+            run_ticks(processor, bookings_made, tick_of_file)
         finally:
             processor.close()
 
