@@ -15,7 +15,6 @@ if not __package__:  # run from inside bobosync/ as the operators' runbook does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterable, Mapping  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -28,22 +27,14 @@ from bobosync.athoc_client import (  # noqa: E402
     DutyUpdate,
     SyncResult,
 )
-from bobosync.bobo_entry import (  # noqa: E402
-    BOBOEntry,
-    canonical_employee_id,
-    latest_per_employee,
-)
+from bobosync.auto_cleanup import AutoCleanup  # noqa: E402
+from bobosync.bobo_entry import BOBOEntry, latest_per_employee  # noqa: E402
 from bobosync.clock import Clock, SystemClock  # noqa: E402
-from bobosync.csv_reader import (  # noqa: E402
-    ParsedFile,
-    format_rejected_rows,
-    iter_bobo_entries,
-)
+from bobosync.csv_reader import ParsedFile, iter_bobo_entries  # noqa: E402
 from bobosync.database import (  # noqa: E402
     AppliedEvent,
     BOBODatabase,
     ProcessingLogEntry,
-    Tracking,
 )
 from bobosync.errors import (  # noqa: E402
     ApiError,
@@ -51,28 +42,25 @@ from bobosync.errors import (  # noqa: E402
     FolderError,
     StoreError,
 )
-from bobosync.inbox import (  # noqa: E402
-    SourceNotRemovedError,
-    find_copy,
-    fingerprint_file,
-    is_unmovable_name,
-    list_inbox,
-    move_file,
-    purge_old_files,
-    remove_temporary_files,
-    write_new_file,
-)
-from bobosync.logging_setup import purge_old_logs  # noqa: E402
+from bobosync.file_keeper import FileKeeper  # noqa: E402
+from bobosync.inbox import fingerprint_file, is_unmovable_name, list_inbox  # noqa: E402
 from bobosync.settings import Settings, load_settings  # noqa: E402
+from bobosync.worker_mapping import (  # noqa: E402
+    MAPPING_TRACKING,
+    MappingRefreshResult,
+    WorkerMapping,
+    backoff_delay,
+)
+
+__all__ = ["MAPPING_TRACKING", "BOBOProcessor", "MappingRefreshResult", "TickReport"]
 
 logger = logging.getLogger(__name__)
 
-MAPPING_TRACKING = "mapping_refresh"
-MAX_BACKOFF_SECONDS = 900.0
-MAPPING_RETRY_FIRST_SECONDS = 300.0
-MAPPING_RETRY_MAX_SECONDS = 6 * 3600.0
+# The longest wait between ticks while an outage lasts: short enough that
+# pending book-ons reach AtHoc within minutes of its return.
+MAX_BACKOFF_SECONDS = 300.0
+# An outage is logged once at ERROR, then reminded at most this often.
 REMINDER_SECONDS = 900.0
-PURGE_EVERY_SECONDS = 3600.0
 
 
 @dataclass
@@ -88,10 +76,12 @@ class TickReport:
     cleared: int = 0
     outage: str = ""
     retry_after_seconds: float = 0.0
+    # Work done but not finished (a move that failed after the send).
+    problems: list[str] = field(default_factory=list)
 
     @property
     def is_success(self) -> bool:
-        return not self.outage
+        return not self.outage and not self.problems
 
 
 @dataclass
@@ -110,56 +100,7 @@ class BatchFile:
     error: str = ""
 
 
-@dataclass(frozen=True)
-class MappingRefreshResult:
-    """The outcome of one mapping refresh."""
-
-    users_read: int
-    mapped: int
-    added: int
-    changed: int
-    removed: int
-    ambiguous: int
-
-
 # -- pure decisions ---------------------------------------------------------
-
-
-def mapping_refresh_due(
-    tracking: Tracking | None, now: datetime, sync_hour: int, retry_days: int
-) -> bool:
-    """Whether the daily map refresh should run now (ignoring back-off)."""
-    if tracking is None or tracking.last_success_at is None:
-        return True
-    if tracking.last_status == "failed":
-        return True
-    last = tracking.last_success_at
-    if now - last >= timedelta(days=retry_days):
-        return True
-    today_at_hour = now.replace(hour=sync_hour, minute=0, second=0, microsecond=0)
-    return now >= today_at_hour > last
-
-
-def backoff_delay(base_seconds: float, failures: int, cap_seconds: float) -> float:
-    """Exponential back-off: base, 2*base, 4*base ... up to the cap."""
-    if failures <= 0:
-        return base_seconds
-    return min(cap_seconds, base_seconds * 2 ** min(failures, 20))
-
-
-def build_mapping(
-    users: Iterable[Mapping[str, str | None]], collar_field: str
-) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Canonical employee id -> LOGIN_ID, and the ids claimed twice."""
-    claims: dict[str, list[str]] = {}
-    for user in users:
-        login = (user.get("LOGIN_ID") or "").strip()
-        raw_id = (user.get(collar_field) or "").strip()
-        if login and raw_id:
-            claims.setdefault(canonical_employee_id(raw_id), []).append(login)
-    mapping = {key: logins[0] for key, logins in claims.items() if len(logins) == 1}
-    ambiguous = {key: logins for key, logins in claims.items() if len(logins) > 1}
-    return mapping, ambiguous
 
 
 def select_updates(
@@ -197,14 +138,6 @@ def is_outage(err: BaseException) -> bool:
     return isinstance(err, (StoreError, FolderError))
 
 
-def holds_text(path: Path, text: str) -> bool:
-    """Whether the file exists and holds exactly ``text`` in UTF-8."""
-    try:
-        return path.read_bytes() == text.encode("utf-8")
-    except OSError:
-        return False
-
-
 # -- the processor ----------------------------------------------------------
 
 
@@ -225,16 +158,14 @@ class BOBOProcessor:
         self.client = client or AtHocClient(self.settings, clock=self.clock)
         self.database = database or BOBODatabase(self.settings.db_path)
         self.stop_event = stop_event or threading.Event()
+        parts = (self.settings, self.client, self.database, self.clock)
+        self.mapping = WorkerMapping(*parts)
+        self.cleanup = AutoCleanup(*parts)
+        self.files = FileKeeper(self.settings, self.database, self.clock)
         self.consecutive_outages = 0
         self._outage_logged: dict[str, float] = {}
-        self._errors_reported: set[str] = set()
         self._ignored_seen: set[str] = set()
-        self._mapping_failures = 0
-        self._mapping_retry_at = 0.0
-        self._last_sweep_at: float | None = None
-        self._last_purge_at: float | None = None
-        self._prepare_folders()
-        self._recover_temporary_files()
+        self.files.prepare()
 
     def close(self) -> None:
         self.database.close()
@@ -254,7 +185,9 @@ class BOBOProcessor:
     def next_delay_seconds(self, report: TickReport) -> float:
         """The poll interval, growing while an outage lasts."""
         poll = self.settings.poll_interval_seconds
-        delay = backoff_delay(poll, self.consecutive_outages, max(poll, MAX_BACKOFF_SECONDS))
+        delay = backoff_delay(
+            poll, self.consecutive_outages, max(poll, MAX_BACKOFF_SECONDS)
+        )
         return max(delay, min(report.retry_after_seconds, MAX_BACKOFF_SECONDS))
 
     def run_tick(self) -> TickReport:
@@ -264,10 +197,10 @@ class BOBOProcessor:
             # A database locked by another program (B27) stops the tick
             # before AtHoc is called, so nothing is sent and then not recorded.
             self.database.check_writable()
-            self._maybe_refresh_mapping()
+            self.mapping.refresh_if_due()
             self._process_batch(report)
-            self._auto_cleanup(report)
-            self._purge_old_files()
+            report.cleared += self.cleanup.run()
+            self.files.purge()
         except BoboSyncError as err:
             if not is_outage(err):
                 raise
@@ -300,115 +233,13 @@ class BOBOProcessor:
         self.consecutive_outages = 0
         self._outage_logged.clear()
 
-    def _report_error_once(self, key: str, message: str, *args: object) -> None:
-        if key in self._errors_reported:
-            logger.debug(message, *args)
-            return
-        self._errors_reported.add(key)
-        logger.error(message, *args)
-
-    # -- mapping refresh --------------------------------------------------
-
-    def _maybe_refresh_mapping(self) -> None:
-        if not self.settings.sync_mappings:
-            return
-        tracking = self.database.get_tracking(MAPPING_TRACKING)
-        now = self.clock.now()
-        if not mapping_refresh_due(
-            tracking, now, self.settings.sync_hour, self.settings.sync_retry_days
-        ):
-            return
-        if self.clock.monotonic() < self._mapping_retry_at:
-            logger.debug("mapping refresh backing off after a failure")
-            return
-        self.sync_worker_mappings()
-
     def sync_worker_mappings(self) -> MappingRefreshResult | None:
         """Refresh the employee id -> LOGIN_ID map from AtHoc now.
 
         Returns None when the read was incomplete (the map is left as it
         was). Raises ApiError when AtHoc cannot be read.
         """
-        now = self.clock.now()
-        try:
-            result = self._refresh_mapping(now)
-        except ApiError as err:
-            self._mapping_failed(now, str(err))
-            raise
-        if result is None:
-            self._mapping_failed(now, "incomplete read")
-            return None
-        self.database.record_tracking(MAPPING_TRACKING, success=True, at=now)
-        self._mapping_failures = 0
-        self._mapping_retry_at = 0.0
-        return result
-
-    def _mapping_failed(self, now: datetime, detail: str) -> None:
-        self.database.record_tracking(
-            MAPPING_TRACKING, success=False, at=now, detail=detail
-        )
-        self._mapping_failures += 1
-        delay = backoff_delay(
-            MAPPING_RETRY_FIRST_SECONDS, self._mapping_failures - 1, MAPPING_RETRY_MAX_SECONDS
-        )
-        self._mapping_retry_at = self.clock.monotonic() + delay
-
-    def _refresh_mapping(self, now: datetime) -> MappingRefreshResult | None:
-        collar = self.settings.collar_id_field
-        fields = [collar] + [
-            name for name in self.settings.user_attributes if name != collar
-        ]
-        read = self.client.get_all_users_with_attributes(fields)
-        if not read.complete:
-            logger.warning(
-                "mapping refresh incomplete: received=%d total=%d; the map is "
-                "left unchanged and the refresh is tried again later",
-                len(read.users),
-                read.total_users,
-            )
-            return None
-        mapping, ambiguous = build_mapping(read.users, collar)
-        for employee_id, logins in sorted(ambiguous.items()):
-            logger.warning(
-                "ambiguous employee id: id=%s is the %s of %s; neither is mapped",
-                employee_id,
-                collar,
-                " and ".join(logins),
-            )
-        change = self._replace_mapping(mapping, now)
-        logger.info(
-            "Worker mapping refreshed: users=%d mapped=%d added=%d changed=%d "
-            "removed=%d ambiguous=%d",
-            len(read.users),
-            len(mapping),
-            change.added,
-            change.changed,
-            change.removed,
-            len(ambiguous),
-        )
-        return MappingRefreshResult(
-            len(read.users),
-            len(mapping),
-            change.added,
-            change.changed,
-            change.removed,
-            len(ambiguous),
-        )
-
-    def _replace_mapping(self, mapping: dict[str, str], now: datetime):  # type: ignore[no-untyped-def]
-        existing = self.database.get_mapping()
-        removals = sum(1 for key in existing if key not in mapping)
-        allow_removals = removals * 2 <= len(existing)
-        if not allow_removals:
-            logger.warning(
-                "mapping refresh would remove %d of %d mappings; removing none "
-                "(safety valve). Check COLLAR_ID_FIELD and the API user's rights",
-                removals,
-                len(existing),
-            )
-        return self.database.replace_mapping(
-            mapping, now, allow_removals=allow_removals
-        )
+        return self.mapping.refresh()
 
     # -- batch ------------------------------------------------------------
 
@@ -425,7 +256,10 @@ class BOBOProcessor:
         for path in listing.ready[: self.settings.batch_size]:
             if self.stop_event.is_set():
                 break
-            if self._finish_remembered(path):
+            finished = self.files.finish_remembered(path)
+            if finished is not None:
+                if not finished:
+                    report.problems.append(f"{path.name} not moved")
                 continue
             item = self._read(path, len(files))
             if item is not None:
@@ -525,10 +359,7 @@ class BOBOProcessor:
         report: TickReport,
     ) -> dict[str, str]:
         """Employee id -> LOGIN_ID for the events to send; reports the rest."""
-        mapping = self.database.get_mapping()
-        missing = [key for key in to_send if key not in mapping]
-        if missing:
-            mapping.update(self._look_up(missing))
+        mapping = self.mapping.logins_for(to_send)
         logins: dict[str, str] = {}
         today = self.clock.now().date()
         for employee_id, entry in to_send.items():
@@ -549,28 +380,6 @@ class BOBOProcessor:
                     self.settings.collar_id_field,
                 )
         return logins
-
-    def _look_up(self, employee_ids: list[str]) -> dict[str, str]:
-        """Ask AtHoc directly for ids missing from the map (once an hour each)."""
-        now = self.clock.now()
-        due = [key for key in employee_ids if self.database.lookup_due(key, now)]
-        if not due:
-            return {}
-        users = self.client.find_users_by_collar_ids(due)
-        found, ambiguous = build_mapping(users, self.settings.collar_id_field)
-        for employee_id, logins in ambiguous.items():
-            logger.warning(
-                "ambiguous employee id: id=%s is claimed by %s; neither is mapped",
-                employee_id,
-                " and ".join(logins),
-            )
-        with self.database.transaction():
-            for employee_id, login in found.items():
-                self.database.add_mapping(employee_id, login, now)
-            self.database.record_lookups(due, now)
-        for employee_id, login in found.items():
-            logger.info("mapping found by direct look-up: id=%s login=%s", employee_id, login)
-        return {key: login for key, login in found.items() if key in due}
 
     def _send(
         self,
@@ -703,13 +512,17 @@ class BOBOProcessor:
             >= self.settings.max_retry_attempts
         ]
         for item in finished + final_failures:
-            self._write_rejected(item, now)
-        fingerprints = {item.path.name: fingerprint_file(item.path) for item in finished}
+            self.files.write_rejected(item.parsed, now)
+        fingerprints = {
+            item.path.name: fingerprint_file(item.path) for item in finished
+        }
         with self.database.transaction():
             self._record_applied(to_send, logins, results.values())
             for item in finished:
                 fp = fingerprints[item.path.name]
-                self.database.remember_processed(fp.name, fp.size, fp.mtime_ns, fp.sha256, now)
+                self.database.remember_processed(
+                    fp.name, fp.size, fp.mtime_ns, fp.sha256, now
+                )
                 self.database.clear_attempts(item.path.name)
             for item in retrying:
                 self._count_attempt(item, item in final_failures, now)
@@ -717,9 +530,13 @@ class BOBOProcessor:
                 [self._log_entry(item, item in final_failures) for item in files], now
             )
         for item in finished:
-            self._move_processed(item.path, fingerprints[item.path.name].sha256)
+            if not self.files.move_processed(
+                item.path, fingerprints[item.path.name].sha256
+            ):
+                report.problems.append(f"{item.path.name} not moved")
         for item in final_failures:
-            self._move_failed(item.path, item.error or "AtHoc rejected some users")
+            if not self.files.move_failed(item.path, item.error):
+                report.problems.append(f"{item.path.name} not moved")
         report.files_processed += len(finished)
         report.files_failed += len(final_failures)
         report.files_retrying += len(retrying) - len(final_failures)
@@ -767,17 +584,6 @@ class BOBOProcessor:
             message=item.error,
         )
 
-    def _write_rejected(self, item: BatchFile, now: datetime) -> None:
-        if not item.parsed.rejected:
-            return
-        name = f"{item.path.name}.rejected.csv"
-        text = format_rejected_rows(item.parsed.rejected, item.parsed.delimiter)
-        # Written before the commit, so a tick whose commit failed (a locked
-        # database, a kill) wrote it already: once is enough.
-        if holds_text(self.settings.failed_files_directory / name, text):
-            return
-        write_new_file(self.settings.failed_files_directory, name, text, now=now)
-
     def _fail_unusable_file(self, item: BatchFile, report: TickReport) -> None:
         reason = f"no valid BOBO row in {item.parsed.data_rows} data row(s)"
         now = self.clock.now()
@@ -798,7 +604,8 @@ class BOBOProcessor:
             ],
             now,
         )
-        self._move_failed(item.path, reason)
+        if not self.files.move_failed(item.path, reason):
+            report.problems.append(f"{item.path.name} not moved")
         report.files_failed += 1
 
     def _log_batch(self, report: TickReport) -> None:
@@ -812,188 +619,6 @@ class BOBOProcessor:
             report.unmapped,
             report.stale,
         )
-
-    # -- moves --------------------------------------------------------------
-
-    def _finish_remembered(self, path: Path) -> bool:
-        """Finish a file AtHoc already confirmed; True when it was one."""
-        stat = path.stat()
-        known = self.database.find_processed(path.name, stat.st_size, stat.st_mtime_ns)
-        if known is None:
-            return False
-        if not self.settings.move_processed_files:
-            return True
-        known_copy = Path(known.destination) if known.destination else None
-        if known_copy is None:
-            # A kill may have stopped a move across volumes after the copy.
-            known_copy = find_copy(path, self.settings.processed_directory)
-        self._move_processed(path, known.sha256, known_copy)
-        return True
-
-    def _move_processed(
-        self, path: Path, sha256: str, known_copy: Path | None = None
-    ) -> None:
-        if not self.settings.move_processed_files:
-            return
-        try:
-            destination = move_file(
-                path,
-                self.settings.processed_directory,
-                now=self.clock.now(),
-                known_copy=known_copy,
-            )
-        except SourceNotRemovedError as err:
-            self.database.record_move(path.name, sha256, str(err.destination), moved=False)
-            self._report_error_once(
-                f"source:{path}",
-                "sent, but could not remove the source: file=%s copy=%s (%s)",
-                path,
-                err.destination,
-                err,
-            )
-            return
-        except (FolderError, OSError) as err:
-            self._report_error_once(
-                f"move:{path}",
-                "sent, but could not move the file: file=%s (%s); the move is "
-                "tried again every tick and nothing is sent twice",
-                path,
-                err,
-            )
-            return
-        self.database.record_move(path.name, sha256, str(destination), moved=True)
-        self._start_keep_period(destination)
-        logger.debug("file moved: file=%s to=%s", path.name, destination)
-
-    def _start_keep_period(self, destination: Path) -> None:
-        # PROCESSED_FILES_PURGE_DAYS counts from the move: a re-dropped
-        # archive file keeps its old time and would be purged at once.
-        stamp = self.clock.timestamp()
-        try:
-            os.utime(destination, (stamp, stamp))
-        except OSError:
-            logger.debug("time stamp not set: path=%s", destination)
-
-    def _move_failed(self, path: Path, reason: str) -> None:
-        try:
-            destination = move_file(
-                path, self.settings.failed_files_directory, now=self.clock.now()
-            )
-        except SourceNotRemovedError as err:
-            self._report_error_once(
-                f"source:{path}",
-                "could not remove the source after copying it to failed: "
-                "file=%s copy=%s (%s)",
-                path,
-                err.destination,
-                err,
-            )
-            return
-        except (FolderError, OSError) as err:
-            self._report_error_once(
-                f"move:{path}", "could not move a failed file: file=%s (%s)", path, err
-            )
-            return
-        logger.warning("file moved to failed: file=%s to=%s reason=%s", path.name, destination, reason)
-
-    def _prepare_folders(self) -> None:
-        # CSV_DIRECTORY is BOBO's (maybe a share): never created here.
-        for folder in (
-            self.settings.processed_directory,
-            self.settings.failed_files_directory,
-        ):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                logger.error("cannot create folder %s (%s); check its parent", folder, err)
-
-    def _recover_temporary_files(self) -> None:
-        folders = [self.settings.processed_directory, self.settings.failed_files_directory]
-        for folder in folders:
-            try:
-                removed = remove_temporary_files(folder)
-            except OSError:
-                continue
-            for path in removed:
-                logger.warning("removed a copy left unfinished by a crash: file=%s", path)
-
-    # -- auto-cleanup -------------------------------------------------------
-
-    def _auto_cleanup(self, report: TickReport) -> None:
-        now = self.clock.now()
-        hours = self.settings.auto_cleanup_hours
-        cutoff = now - timedelta(hours=hours)
-        due = self.database.on_duty_before(cutoff)
-        cleared = self._clear({worker.login_id for worker in due})
-        if self._sweep_due():
-            users = self.client.query_users_with_old_duty_status(
-                self.settings.duty_status_field, hours
-            )
-            found = {str(user["LOGIN_ID"]) for user in users if user.get("LOGIN_ID")}
-            cleared |= self._clear({login for login in found if login not in cleared})
-            self._last_sweep_at = self.clock.monotonic()
-        if cleared:
-            logger.info(
-                "Auto-cleanup: cleared %d users (%s older than %s hours)",
-                len(cleared),
-                self.settings.duty_status_field,
-                hours,
-            )
-        else:
-            logger.debug("Auto-cleanup: nothing to clear")
-        report.cleared += len(cleared)
-
-    def _clear(self, logins: set[str]) -> set[str]:
-        if not logins:
-            return set()
-        updates = [DutyUpdate(login, "") for login in sorted(logins)]
-        try:
-            results = self.client.batch_update_duty_status(
-                updates, self.settings.duty_status_field
-            )
-        except ApiError as err:
-            partial = list(getattr(err, "partial_results", []) or [])
-            self.database.mark_cleared(
-                [r.login_id for r in partial if r.is_success], self.clock.now()
-            )
-            raise
-        done = {result.login_id for result in results if result.is_success}
-        self.database.mark_cleared(done, self.clock.now())
-        return done
-
-    def _sweep_due(self) -> bool:
-        if self._last_sweep_at is None:
-            return True
-        interval = self.settings.cleanup_sweep_minutes * 60
-        return self.clock.monotonic() - self._last_sweep_at >= interval
-
-    # -- purge --------------------------------------------------------------
-
-    def _purge_old_files(self) -> None:
-        now_monotonic = self.clock.monotonic()
-        if (
-            self._last_purge_at is not None
-            and now_monotonic - self._last_purge_at < PURGE_EVERY_SECONDS
-        ):
-            return
-        self._last_purge_at = now_monotonic
-        settings = self.settings
-        removed_logs = purge_old_logs(
-            settings.log_directory, settings.log_purge_days, self.clock.now()
-        )
-        removed_files = 0
-        if settings.processed_directory.is_dir():
-            removed_files = purge_old_files(
-                settings.processed_directory,
-                settings.processed_files_purge_days,
-                self.clock.timestamp(),
-            )
-        cutoff = self.clock.now() - timedelta(days=settings.processed_files_purge_days)
-        self.database.forget_processed_before(cutoff)
-        if removed_logs or removed_files:
-            logger.info(
-                "purged old files: logs=%d processed_files=%d", removed_logs, removed_files
-            )
 
 
 if __name__ == "__main__":

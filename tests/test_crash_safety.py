@@ -147,7 +147,7 @@ def test_kill_after_the_commit_before_the_move_moves_the_file_without_resending(
 ) -> None:
     settings = make_settings()
     copy_case(N04, settings.csv_directory)
-    kill_once_at(monkeypatch, sys.modules["bobosync.bobo_processor"], "move_file")
+    kill_once_at(monkeypatch, sys.modules["bobosync.file_keeper"], "move_file")
     with pytest.raises(SimulatedKill):
         make_processor(settings).run_tick()
     assert sent_in(simulator) == N04_SENT

@@ -47,9 +47,9 @@ from tests.conftest import (
 N04 = "N04_with_header.csv"
 N04_SENT = {"t.ashby": "14/03/2025 07:15:02", "r.okafor": "14/03/2025 07:20:10"}
 POLL_SECONDS = 60.0
-# With a 60 s poll the back-off runs 120, 240, 480, then the 900 s cap:
-# four outage ticks fall within one 15-minute reminder period.
-GROWING_DELAYS = [120.0, 240.0, 480.0, MAX_BACKOFF_SECONDS]
+# With a 60 s poll the back-off runs 120, 240, then the 300 s cap: the
+# first outage ticks fall within one 15-minute reminder period.
+GROWING_DELAYS = [120.0, 240.0, MAX_BACKOFF_SECONDS]
 SYNC_PATH = "/api/v2/orgs/BOBO/users/SyncByCommonNames"
 TOKEN_PATH = "/AuthServices/Auth/connect/token"
 
@@ -228,10 +228,10 @@ def test_backoff_is_capped_and_the_error_is_repeated_at_most_every_15_minutes(
 
     _, delays = run_ticks(processor, clock, caplog, 8)
 
-    assert delays == GROWING_DELAYS + [MAX_BACKOFF_SECONDS] * 4
-    # Ticks at 0, 120, 360, 840, 1740, 2640, 3540, 4440 s: a reminder when
-    # 900 s have passed since the last ERROR.
-    assert len(error_messages(caplog)) == 5
+    assert delays == GROWING_DELAYS + [MAX_BACKOFF_SECONDS] * 5
+    # Ticks at 0, 120, 360, 660, 960, 1260, 1560, 1860 s: a reminder when
+    # 900 s have passed since the last ERROR (at 960 and 1860 s).
+    assert len(error_messages(caplog)) == 3
     assert_file_waits(processor, N04)
 
 
@@ -336,9 +336,9 @@ def test_b16_retry_after_a_day_does_not_hold_the_tick(
         for r in caplog.records
         if r.levelno >= logging.INFO and "86400" in r.getMessage()
     ]
-    # One WARNING that the server asked for a day; the back-off is at its
-    # 900 s cap at once, so every tick is a 15-minute ERROR reminder.
-    assert [level for level, _ in mentions] == ["WARNING", "ERROR", "ERROR", "ERROR"]
+    # One WARNING that the server asked for a day and one ERROR: the
+    # back-off is at its 300 s cap at once, within one reminder period.
+    assert [level for level, _ in mentions] == ["WARNING", "ERROR"]
     assert "AtHoc asked to wait 86400 s" in mentions[0][1]
     assert mentions[1][1].startswith(
         f"POST {SYNC_PATH} failed: AtHoc answered HTTP 429, asked to wait 86400 s"
@@ -525,7 +525,9 @@ def test_b15b_changed_password_logs_one_error_and_backs_off_token_requests(
     assert delays == GROWING_DELAYS
     # The refused refresh token falls back to the password once; from then
     # on one password request a tick, never one per file or row.
-    assert grants_per_tick == [["refresh_token", "password"]] + [["password"]] * 3
+    assert grants_per_tick == [["refresh_token", "password"]] + [["password"]] * (
+        len(GROWING_DELAYS) - 1
+    )
     errors = error_messages(caplog)
     assert len(errors) == 1, errors
     for fragment in ("invalid_grant", "APIUSER", "PASSWORD", "ORG_CODE", "locked"):
