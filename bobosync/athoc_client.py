@@ -1,22 +1,20 @@
 """AtHoc REST API v2 client: token, user search and SyncByCommonNames.
 
 The facts this module relies on (paths, grants, answer shapes, the seen
-texts of SyncByCommonNames) are in ``shared/athoc-api.md``. The client owns
-its transport: proxies only from the settings, one TLS 1.2+ context for every
-connection, bounded retries, a timeout on every call. Every failure becomes
-an ``ApiError`` (or ``AuthError``) naming the method, the path and what to
-check; no message or log line holds a password, secret or token.
+texts of SyncByCommonNames) are in ``shared/athoc-api.md``. The transport
+(TLS, proxies, retries) is set up by ``http_transport``; the query text and
+answer classification live in ``athoc_records``. This module owns the token,
+the calls with a timeout each, paging, and error translation: every failure
+becomes an ``ApiError`` (or ``AuthError``) naming the method, the path and
+what to check; no message or log line holds a password, secret or token.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
-import ssl
 import sys
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -25,9 +23,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
-from urllib3.exceptions import InsecureRequestWarning, MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
+from urllib3.exceptions import MaxRetryError
 
 if not __package__:
     # The operators' runbook runs `AtHocClient()` from inside bobosync/, so
@@ -35,10 +31,64 @@ if not __package__:
     # path so that the absolute `bobosync.` imports below resolve.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bobosync.athoc_records import (  # noqa: E402
+    LOGIN_ID,
+    SUCCESS_OUTCOMES,
+    DutyUpdate,
+    SyncResult,
+    UserRead,
+    classify_sync_answer,
+    criteria_condition,
+    criteria_eq,
+    escape_criteria_value,
+)
 from bobosync.bobo_entry import canonical_employee_id  # noqa: E402
 from bobosync.clock import Clock, SystemClock  # noqa: E402
-from bobosync.errors import ApiError, AuthError, ConfigError  # noqa: E402
+from bobosync.errors import ApiError, AuthError  # noqa: E402
+from bobosync.http_transport import (  # noqa: E402
+    RETRY_BACKOFF_MAX_SECONDS,
+    RETRY_STATUSES,
+    BoundedRetry,
+    TlsAdapter,
+    build_retry,
+    build_session,
+    build_ssl_context,
+    is_proxy_bypassed,
+    select_proxies,
+)
 from bobosync.settings import Settings, load_settings, mask_url  # noqa: E402
+
+# The public names, including those re-exported from athoc_records and
+# http_transport: callers import them from here.
+__all__ = [
+    "DEFAULT_TOKEN_LIFETIME_SECONDS",
+    "LOGIN_ID",
+    "LOOKUP_GROUP_SIZE",
+    "RENEW_AHEAD_SECONDS",
+    "RETRY_BACKOFF_MAX_SECONDS",
+    "RETRY_STATUSES",
+    "SEARCH_PATH",
+    "SUCCESS_OUTCOMES",
+    "SYNC_PARAMS",
+    "SYNC_PATH",
+    "TOKEN_PATH",
+    "UNUSABLE_ANSWER_STATUS",
+    "AtHocClient",
+    "BoundedRetry",
+    "DutyUpdate",
+    "SyncResult",
+    "TlsAdapter",
+    "UserRead",
+    "build_retry",
+    "build_session",
+    "build_ssl_context",
+    "classify_sync_answer",
+    "criteria_condition",
+    "criteria_eq",
+    "escape_criteria_value",
+    "is_proxy_bypassed",
+    "select_proxies",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,24 +97,13 @@ SYNC_PATH = "/users/SyncByCommonNames"
 SEARCH_PATH = "/users/search/basic"
 # syncExistingUsersOnly defaults to false on the server, which CREATES users.
 SYNC_PARAMS = {"syncExistingUsersOnly": "true", "AllowPartialUpdate": "false"}
-LOGIN_ID = "LOGIN_ID"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_BACKOFF_MAX_SECONDS = 30.0
 RENEW_AHEAD_SECONDS = 60.0
 LOOKUP_GROUP_SIZE = 50
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
-SUCCESS_OUTCOMES = frozenset({"ok", "not_found", "permission_denied"})
 # An answer whose body cannot be used counts as an outage, like a 502 from a
 # gateway: the server misbehaved, the data did not (ApiError.is_outage).
 UNUSABLE_ANSWER_STATUS = 502
 
-_NOT_FOUND = re.compile(
-    r"\bdo(es)?\s*n[o']?t\s+exists?\b|\bnot\s+exists?\b|\bnot\s+found\b", re.I
-)
-# "Attribute X not found" is about our request, not a missing user: it must
-# stay an error, never pass as a harmless not_found.
-_ABOUT_ATTRIBUTE = re.compile(r"\battribute|\bfield\b", re.I)
-_PERMISSION = re.compile(r"permission|denied|not\s+authori[sz]ed", re.I)
 _OLD_TLS_REASONS = (
     "UNSUPPORTED_PROTOCOL",
     "TLSV1_ALERT_PROTOCOL_VERSION",
@@ -76,122 +115,13 @@ _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
 
 
 @dataclass
-class UserRead:
-    """Users read from a search; ``complete`` only when every user counted
-    by ``TotalUsers`` arrived (distinct LOGIN_IDs)."""
-
-    users: list[dict[str, str | None]]
-    total_users: int
-    complete: bool
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """AtHoc's verdict on one user sent to SyncByCommonNames."""
-
-    login_id: str
-    outcome: str  # "ok" | "not_found" | "permission_denied" | "error" | "missing"
-    details: str
-
-    @property
-    def is_success(self) -> bool:
-        """Done for good: applied, or a case retrying cannot change."""
-        return self.outcome in SUCCESS_OUTCOMES
-
-
-@dataclass(frozen=True)
-class DutyUpdate:
-    """One duty-status value for one user; ``value`` "" clears the field."""
-
-    login_id: str
-    value: str
-
-
-@dataclass
 class _Token:
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
     renew_at_monotonic: float
 
 
-# --- Pure helpers: criteria, classification, proxies -----------------------
-
-
-def escape_criteria_value(value: str) -> str:
-    """Double single quotes: AtHoc's query language quotes values in '...'."""
-    return value.replace("'", "''")
-
-
-def criteria_condition(field_name: str, operator: str, value: str) -> str:
-    """``<field> <op> '<value>'`` with the value escaped."""
-    return f"{field_name} {operator} '{escape_criteria_value(value)}'"
-
-
-def criteria_eq(field_name: str, value: str) -> str:
-    """``<field> eq '<value>'`` with the value escaped."""
-    return criteria_condition(field_name, "eq", value)
-
-
-def classify_sync_answer(item: Mapping[str, Any]) -> SyncResult:
-    """Turn one SyncByCommonNames answer object into a SyncResult."""
-    status = str(item.get(":SyncStatus") or "").strip().lower()
-    details = str(item.get(":SyncDetails") or "").strip()
-    login_id = str(item.get(LOGIN_ID) or "")
-    if status == "ok":
-        return SyncResult(login_id, "ok", details)
-    if status == "partial":
-        return SyncResult(login_id, "error", details)
-    if _NOT_FOUND.search(details) and not _ABOUT_ATTRIBUTE.search(details):
-        return SyncResult(login_id, "not_found", details)
-    if _PERMISSION.search(details):
-        return SyncResult(login_id, "permission_denied", details)
-    return SyncResult(login_id, "error", details or f"SyncStatus={status!r}")
-
-
-def is_proxy_bypassed(host: str, no_proxy: str) -> bool:
-    """True when NO_PROXY names ``host``.
-
-    Entries are separated by commas or spaces: ``*`` (everything), a host
-    name (also matching its subdomains; a leading ``.`` or ``*.`` is
-    ignored), an IP address or a CIDR network. A ``:port`` on an entry is
-    ignored. Never consults the OS (requests' own check reads the Windows
-    registry).
-    """
-    host = host.strip("[]").rstrip(".").lower()
-    for entry in re.split(r"[,\s]+", no_proxy.lower()):
-        if entry == "*" or (entry and _entry_matches(host, entry)):
-            return True
-    return False
-
-
-def _entry_matches(host: str, entry: str) -> bool:
-    entry = _strip_port(entry)
-    try:
-        network = ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        domain = entry.removeprefix("*").strip(".")
-        return bool(domain) and (host == domain or host.endswith("." + domain))
-    try:
-        return ipaddress.ip_address(host) in network
-    except ValueError:
-        return False
-
-
-def _strip_port(entry: str) -> str:
-    if entry.startswith("["):
-        return entry[1:].partition("]")[0]
-    if entry.count(":") == 1:
-        return entry.partition(":")[0]
-    return entry
-
-
-def select_proxies(url: str, settings: Settings) -> dict[str, str]:
-    """The proxies for ``url`` from HTTP_PROXY/HTTPS_PROXY/NO_PROXY only."""
-    host = urlsplit(url).hostname or ""
-    if is_proxy_bypassed(host, settings.no_proxy):
-        return {}
-    candidates = {"http": settings.http_proxy, "https": settings.https_proxy}
-    return {scheme: proxy for scheme, proxy in candidates.items() if proxy}
+# --- Pure helpers: paging and search fields --------------------------------
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -212,162 +142,6 @@ def _normalize_user(
 
 def _search_fields(fields: Sequence[str]) -> list[str]:
     return [LOGIN_ID, *(name for name in dict.fromkeys(fields) if name != LOGIN_ID)]
-
-
-# --- Transport: TLS context, adapter, retries ------------------------------
-
-
-def build_ssl_context(settings: Settings) -> ssl.SSLContext:
-    """One TLS 1.2+ context for the token endpoint, the API and proxies.
-
-    SSL_CERT_PATH is trusted in addition to the default roots (certifi's,
-    else the OS's). Raises ConfigError when that file cannot be loaded.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.disable_ssl_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    default_bundle = _default_ca_bundle()
-    if default_bundle is not None:
-        context.load_verify_locations(cafile=default_bundle)
-    else:
-        context.load_default_certs()
-    if settings.ssl_cert_path is not None:
-        try:
-            context.load_verify_locations(cafile=str(settings.ssl_cert_path))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(
-                [
-                    f"SSL_CERT_PATH {settings.ssl_cert_path} cannot be loaded as"
-                    f" PEM CA certificates: {err}"
-                ]
-            ) from err
-    return context
-
-
-def _default_ca_bundle() -> str | None:
-    try:
-        import certifi
-    except ImportError:  # requests brings certifi; else the OS roots serve
-        return None
-    return certifi.where()
-
-
-class BoundedRetry(Retry):
-    """urllib3 Retry that gives up at once when Retry-After is too long.
-
-    A server asking for 86400 s must not hold the tick for a day: such an
-    answer is returned as it is, and the client reports it as an outage.
-    """
-
-    def __init__(
-        self, *args: Any, max_retry_after_seconds: float = 120.0, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_retry_after_seconds = max_retry_after_seconds
-        # Newer urllib3 clamps Retry-After to retry_after_max and would then
-        # wait that long; we want the server's real value to decide.
-        self.retry_after_max = sys.maxsize
-
-    def new(self, **kwargs: Any) -> BoundedRetry:
-        retry = super().new(**kwargs)
-        retry.max_retry_after_seconds = self.max_retry_after_seconds
-        return retry
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: Any = None,
-    ) -> BoundedRetry:
-        if response is not None and self.asks_too_long(response):
-            # With raise_on_status=False urllib3 hands the answer back.
-            raise MaxRetryError(_pool, url, ResponseError("Retry-After too long"))
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-    def asks_too_long(self, response: Any) -> bool:
-        retry_after = self.get_retry_after(response)
-        return retry_after is not None and retry_after > self.max_retry_after_seconds
-
-
-def build_retry(
-    max_retries: int, backoff_seconds: float, max_retry_after_seconds: float
-) -> BoundedRetry:
-    """Bounded retries for connection and read errors, 429 and 5xx.
-
-    POST is included: SyncByCommonNames sends absolute values, so a repeat
-    is harmless, and the token request is idempotent too.
-    """
-    return BoundedRetry(
-        total=max_retries,
-        connect=max_retries,
-        read=max_retries,
-        status=max_retries,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        respect_retry_after_header=True,
-        backoff_factor=backoff_seconds,
-        backoff_jitter=backoff_seconds,
-        backoff_max=RETRY_BACKOFF_MAX_SECONDS,
-        raise_on_status=False,
-        max_retry_after_seconds=max_retry_after_seconds,
-    )
-
-
-class TlsAdapter(HTTPAdapter):
-    """HTTPAdapter whose direct and proxied connections share one context."""
-
-    def __init__(self, ssl_context: ssl.SSLContext, max_retries: Retry) -> None:
-        # Set before super().__init__, which builds the pool manager.
-        self.ssl_context = ssl_context
-        super().__init__(max_retries=max_retries)
-
-    def init_poolmanager(
-        self,
-        connections: int,
-        maxsize: int,
-        block: bool = DEFAULT_POOLBLOCK,
-        **pool_kwargs: Any,
-    ) -> None:
-        pool_kwargs["ssl_context"] = self.ssl_context
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        proxy_kwargs.setdefault("ssl_context", self.ssl_context)
-        proxy_kwargs.setdefault("proxy_ssl_context", self.ssl_context)
-        return super().proxy_manager_for(proxy, **proxy_kwargs)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # requests would point each connection at its own CA file, which
-        # urllib3 then loads into our shared context: the context already
-        # holds every root we trust.
-        is_verified = self.ssl_context.verify_mode != ssl.CERT_NONE
-        conn.cert_reqs = "CERT_REQUIRED" if is_verified else "CERT_NONE"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-
-def build_session(
-    settings: Settings, retry: Retry, session: requests.Session | None = None
-) -> requests.Session:
-    """A session that ignores the environment, .netrc and the registry (R9)."""
-    session = session or requests.Session()
-    session.trust_env = False
-    session.proxies = {}
-    session.verify = not settings.disable_ssl_verify
-    adapter = TlsAdapter(build_ssl_context(settings), retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    if settings.disable_ssl_verify:
-        # Start-up warns once; one warning per request would drown the log.
-        # simplefilter replaces an identical filter, so a repeat adds none.
-        warnings.simplefilter("ignore", InsecureRequestWarning)
-    return session
 
 
 # --- The client -------------------------------------------------------------

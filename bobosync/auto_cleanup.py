@@ -42,21 +42,36 @@ class AutoCleanup:
         due = self.database.on_duty_before(cutoff)
         cleared = self.clear({worker.login_id for worker in due})
         if self._is_sweep_due():
-            users = self.client.query_users_with_old_duty_status(
-                self.settings.duty_status_field, hours
-            )
-            found = {str(user["LOGIN_ID"]) for user in users if user.get("LOGIN_ID")}
-            cleared |= self.clear(found - cleared)
+            cleared |= self.sweep(hours, already_cleared=cleared)
             self._last_sweep_at = self.clock.monotonic()
-        if cleared:
-            logger.info(
-                "Auto-cleanup: cleared %d users (%s older than %s hours)",
-                len(cleared),
-                self.settings.duty_status_field,
-                hours,
-            )
-        else:
+        self._report(len(cleared), hours)
+        return len(cleared)
+
+    def sweep(
+        self, hours: float, *, already_cleared: frozenset[str] | set[str] = frozenset()
+    ) -> set[str]:
+        """Clear every AtHoc user whose duty value is older than ``hours``."""
+        users = self.client.query_users_with_old_duty_status(
+            self.settings.duty_status_field, hours
+        )
+        found = {str(user["LOGIN_ID"]) for user in users if user.get("LOGIN_ID")}
+        return self.clear(found - already_cleared)
+
+    def _report(self, cleared: int, hours: float) -> None:
+        if not cleared:
             logger.debug("Auto-cleanup: nothing to clear")
+            return
+        logger.info(
+            "Auto-cleanup: cleared %d users (%s older than %s hours)",
+            cleared,
+            self.settings.duty_status_field,
+            hours,
+        )
+
+    def sweep_now(self, hours: float) -> int:
+        """The CLI's ``cleanup --hours N``: one sweep, reported like a tick's."""
+        cleared = self.sweep(hours)
+        self._report(len(cleared), hours)
         return len(cleared)
 
     def clear(self, logins: set[str]) -> set[str]:

@@ -40,10 +40,10 @@ from bobosync.errors import (  # noqa: E402
     ApiError,
     BoboSyncError,
     FolderError,
-    StoreError,
 )
 from bobosync.file_keeper import FileKeeper  # noqa: E402
 from bobosync.inbox import fingerprint_file, is_unmovable_name, list_inbox  # noqa: E402
+from bobosync.logging_setup import configure_logging  # noqa: E402
 from bobosync.settings import Settings, load_settings  # noqa: E402
 from bobosync.worker_mapping import (  # noqa: E402
     MAPPING_TRACKING,
@@ -125,17 +125,18 @@ def select_updates(
     return to_send, not_newer, expired
 
 
+def names_field(details: str, field_name: str) -> bool:
+    """Whether AtHoc's per-user text says the attribute itself is unknown."""
+    text = details.casefold()
+    unknown = ("not exist", "unknown", "not found", "invalid attribute")
+    return field_name.casefold() in text and any(word in text for word in unknown)
+
+
 def outage_key(err: BaseException) -> str:
     """Group errors so one outage is logged once, not once per tick."""
     if isinstance(err, ApiError):
         return f"api:{type(err).__name__}:{err.status}:{err.path}"
     return f"{type(err).__name__}:{getattr(err, 'path', '')}"
-
-
-def is_outage(err: BaseException) -> bool:
-    if isinstance(err, ApiError):
-        return err.is_outage
-    return isinstance(err, (StoreError, FolderError))
 
 
 # -- the processor ----------------------------------------------------------
@@ -153,7 +154,11 @@ class BOBOProcessor:
         clock: Clock | None = None,
         stop_event: threading.Event | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else load_settings()
+        if settings is None:
+            # The operators' runbook: read the .env and log like the daemon.
+            settings = load_settings()
+            configure_logging(settings)
+        self.settings = settings
         self.clock = clock if clock is not None else SystemClock()
         self.client = client or AtHocClient(self.settings, clock=self.clock)
         self.database = database or BOBODatabase(self.settings.db_path)
@@ -202,8 +207,8 @@ class BOBOProcessor:
             report.cleared += self.cleanup.run()
             self.files.purge()
         except BoboSyncError as err:
-            if not is_outage(err):
-                raise
+            # An outage, or a fault no file is to blame for (a setting AtHoc
+            # refuses): files stay, the loop backs off, the log says it once.
             self._note_outage(err, report)
             return report
         except Exception as err:  # the per-cycle boundary: log, keep running
@@ -298,10 +303,15 @@ class BOBOProcessor:
                 "share is reachable",
                 path=path,
             ) from err
+        # A file kept for retry was reported on its first look already.
+        level = logging.WARNING
+        if self.database.get_attempts(path.name):
+            level = logging.DEBUG
         for warning in parsed.warnings:
-            logger.warning("%s", warning)
+            logger.log(level, "%s", warning)
         for row in parsed.rejected:
-            logger.warning(
+            logger.log(
+                level,
                 "row rejected: %s:%d column=%s value=%r reason=%s",
                 parsed.name,
                 row.line_number,
@@ -411,6 +421,7 @@ class BOBOProcessor:
             for item in files:
                 item.error = str(err)
         self._raise_if_unanswered(to_send, logins, results)
+        self._raise_if_field_unknown(results)
         report.users_sent += sum(1 for result in results if result.is_success)
         return {result.login_id.casefold(): result for result in results}
 
@@ -431,6 +442,26 @@ class BOBOProcessor:
             f"({', '.join(missing[:10])}); their updates are unconfirmed and "
             "are sent again next tick; if this goes on, check AtHoc's server "
             "logs",
+            method="POST",
+            path=SYNC_PATH,
+            status=UNUSABLE_ANSWER_STATUS,
+        )
+
+    def _raise_if_field_unknown(self, results: list[SyncResult]) -> None:
+        """AtHoc refusing DUTY_STATUS_FIELD itself is a setting's fault, not
+        the files': stop before any attempt is counted against them."""
+        field_name = self.settings.duty_status_field
+        failed = [result for result in results if not result.is_success]
+        if not failed or not all(
+            result.outcome == "error" and names_field(result.details, field_name)
+            for result in failed
+        ):
+            return
+        raise ApiError(
+            f"POST {SYNC_PATH}: AtHoc does not know the attribute "
+            f"DUTY_STATUS_FIELD={field_name} ({failed[0].details}); check the "
+            "setting against the attribute's common name in AtHoc. Files stay "
+            "and no attempt is counted",
             method="POST",
             path=SYNC_PATH,
             status=UNUSABLE_ANSWER_STATUS,

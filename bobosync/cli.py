@@ -30,8 +30,14 @@ from bobosync.errors import (
     StoreError,
 )
 from bobosync.instance_lock import InstanceLock
-from bobosync.logging_setup import configure_logging
-from bobosync.settings import Settings, load_settings
+from bobosync.logging_setup import LOG_FILE_NAME, configure_logging
+from bobosync.settings import (
+    Settings,
+    default_env_file,
+    load_settings,
+    read_env_file,
+    resolve_path,
+)
 
 logger = logging.getLogger("bobosync.cli")
 
@@ -88,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_file = _start_logging(settings)
     except (ConfigError, FolderError) as err:
         print(f"bobosync: configuration error:\n{err}", file=sys.stderr)
+        append_to_existing_log(args.env_file, f"configuration error: {err}")
         return EXIT_CONFIG
     clock: Clock = ShiftedClock(args.clock_start) if args.clock_start else SystemClock()
     try:
@@ -98,6 +105,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ApiError, StoreError, FolderError) as err:
         logger.error("%s", err)
         return EXIT_FAILED
+
+
+def append_to_existing_log(env_file: Path | None, message: str) -> None:
+    """Put a start-up failure into the log operators tail, when it exists.
+
+    Under Task Scheduler stderr goes nowhere. Best effort: the folder comes
+    from the .env as written (or ``logs`` beside it) and is never created.
+    """
+    env_path = Path(env_file) if env_file else default_env_file()
+    try:
+        values = read_env_file(env_path) if env_path.is_file() else {}
+    except (OSError, UnicodeError, ValueError):
+        values = {}
+    folder = resolve_path(values.get("LOG_DIRECTORY") or "logs", env_path.parent)
+    if not folder.is_dir():
+        return
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,000")
+    lines = "".join(
+        f"{stamp} ERROR bobosync.cli: {line}\n" for line in message.splitlines()
+    )
+    try:
+        with (folder / LOG_FILE_NAME).open("a", encoding="utf-8") as stream:
+            stream.write(lines)
+    except OSError:
+        pass
 
 
 def _start_logging(settings: Settings) -> Path:
@@ -121,9 +153,7 @@ def _run_command(
                 return _sync_users(processor)
             if args.command == "cleanup":
                 hours = args.hours or settings.auto_cleanup_hours
-                cleared = processor.client.clear_old_duty_status(
-                    settings.duty_status_field, hours
-                )
+                cleared = processor.cleanup.sweep_now(hours)
                 print(f"cleared {cleared} users")
                 return EXIT_OK
             if args.once:

@@ -49,6 +49,9 @@ class InstanceLock:
     def acquire(self) -> None:
         """Take every lock or raise InstanceLockedError naming the holder."""
         for index, path in enumerate(self.lock_paths):
+            if index > 0 and not path.parent.is_dir():
+                # Never create BOBO's folder (a missing share is an outage).
+                continue
             try:
                 if index == 0:
                     path.parent.mkdir(parents=True, exist_ok=True)

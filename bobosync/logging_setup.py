@@ -138,6 +138,9 @@ def configure_logging(settings: Settings, *, console: bool = True) -> Path:
         handler.set_name(f"{_PACKAGE_LOGGER}:{type(handler).__name__}")
         package_logger.addHandler(handler)
     package_logger.setLevel(settings.log_level)
+    # bobosync says once what failed and what to check; urllib3's WARNING
+    # per retry would reach the console through logging's last resort.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     return log_file
 
 

@@ -23,290 +23,76 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bobosync.clock import Clock
+from bobosync.simulator_criteria import (
+    DATE_OPERATORS,
+    TEXT_OPERATORS,
+    VALUELESS_OPERATORS,
+    Combination,
+    Comparison,
+    CriteriaError,
+    CriteriaNode,
+    Predicate,
+    Token,
+    compile_criteria,
+    parse_criteria,
+    parse_date_value,
+    tokenize_criteria,
+)
+from bobosync.simulator_faults import (
+    ENDPOINT_NAMES,
+    HANG_MODES,
+    PERMISSION_DENIED_DETAILS,
+    Fault,
+    FaultSwitches,
+)
+
+# The criteria and fault names live in their own modules; tests and tools
+# import them from here, as before the split.
+__all__ = [
+    "DATE_OPERATORS",
+    "DEFAULT_SEARCH_LIMIT",
+    "ENDPOINT_NAMES",
+    "FIRST_USER_ID",
+    "HANG_MODES",
+    "NOT_FOUND_DETAILS",
+    "PERMISSION_DENIED_DETAILS",
+    "REQUIRED_SCOPE",
+    "TEXT_OPERATORS",
+    "TOKEN_PATH",
+    "VALUELESS_OPERATORS",
+    "AtHocSimulator",
+    "Combination",
+    "Comparison",
+    "CriteriaError",
+    "CriteriaNode",
+    "Predicate",
+    "Token",
+    "compile_criteria",
+    "demo_users",
+    "main",
+    "parse_criteria",
+    "parse_date_value",
+    "tokenize_criteria",
+]
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/authservices/auth/connect/token"
 REQUIRED_SCOPE = ("openid", "profile", "athoc.iws.web.api")
-ENDPOINT_NAMES = ("token", "search", "sync", "any")
-HANG_MODES = ("no_answer", "stall_body")
 DEFAULT_SEARCH_LIMIT = 100
 FIRST_USER_ID = 2060001
 NOT_FOUND_DETAILS = "User: {login} does not exists in the Organization"
-PERMISSION_DENIED_DETAILS = (
-    "Permission denied: operator is not authorized to update this user"
-)
 _API_PATH = re.compile(r"^/api/v2/orgs/(?P<org>[^/]+)/(?P<rest>.*)$", re.I)
 
 
-# --- the criteria language (AtHoc Query Language, as far as bobosync uses it)
-
-TEXT_OPERATORS = ("eq", "ne", "sw", "ew", "co", "nc")
-DATE_OPERATORS = ("lt", "gt", "pr", "npr")
-VALUELESS_OPERATORS = ("pr", "npr")
-
-
-class CriteriaError(ValueError):
-    """A Criteria string the simulator cannot read; answered with 400."""
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # "word", "string", "(", ")" or "end"
-    text: str
-    position: int
-
-
-@dataclass(frozen=True)
-class Comparison:
-    attribute: str
-    operator: str  # lower case
-    value: str | None  # None for pr / npr
-
-
-@dataclass(frozen=True)
-class Combination:
-    operator: str  # "and" or "or"
-    operands: tuple[CriteriaNode, ...]
-
-
-CriteriaNode = Comparison | Combination
-Predicate = Callable[[Mapping[str, str | None]], bool]
-
-
-def tokenize_criteria(text: str) -> list[Token]:
-    """Split a Criteria string into words, quoted values and parentheses."""
-    tokens: list[Token] = []
-    position = 0
-    while position < len(text):
-        char = text[position]
-        if char.isspace():
-            position += 1
-        elif char in "()":
-            tokens.append(Token(char, char, position))
-            position += 1
-        elif char == "'":
-            value, end = _read_quoted(text, position)
-            tokens.append(Token("string", value, position))
-            position = end
-        else:
-            end = position
-            while end < len(text) and not (text[end].isspace() or text[end] in "()'"):
-                end += 1
-            tokens.append(Token("word", text[position:end], position))
-            position = end
-    tokens.append(Token("end", "", len(text)))
-    return tokens
-
-
-def _read_quoted(text: str, start: int) -> tuple[str, int]:
-    """Read a quoted value from ``start``; ``''`` stands for one quote."""
-    characters: list[str] = []
-    position = start + 1
-    while position < len(text):
-        if text[position] != "'":
-            characters.append(text[position])
-            position += 1
-        elif text.startswith("''", position):
-            characters.append("'")
-            position += 2
-        else:
-            return "".join(characters), position + 1
-    raise CriteriaError(f"unterminated quoted value at position {start}")
-
-
-def parse_criteria(text: str) -> CriteriaNode | None:
-    """Parse a Criteria string; None for an empty one (all users).
-
-    ``and`` binds tighter than ``or``; raises CriteriaError naming the place.
-    """
-    tokens = tokenize_criteria(text)
-    if tokens[0].kind == "end":
-        return None
-    parser = _CriteriaParser(tokens)
-    node = parser.parse_or()
-    parser.expect_end()
-    return node
-
-
-class _CriteriaParser:
-    """Recursive descent over the tokens of one Criteria string."""
-
-    def __init__(self, tokens: list[Token]) -> None:
-        self._tokens = tokens
-        self._index = 0
-
-    def parse_or(self) -> CriteriaNode:
-        return self._parse_chain("or", self.parse_and)
-
-    def parse_and(self) -> CriteriaNode:
-        return self._parse_chain("and", self.parse_factor)
-
-    def parse_factor(self) -> CriteriaNode:
-        token = self._next()
-        if token.kind == "(":
-            node = self.parse_or()
-            self._expect(")", "')'")
-            return node
-        if token.kind != "word" or _is_keyword(token):
-            raise _unexpected(token, "an attribute name or '('")
-        return self._parse_comparison(token.text)
-
-    def expect_end(self) -> None:
-        self._expect("end", "'and', 'or' or the end")
-
-    def _parse_chain(
-        self, keyword: str, parse_operand: Callable[[], CriteriaNode]
-    ) -> CriteriaNode:
-        operands = [parse_operand()]
-        while self._peek_keyword() == keyword:
-            self._index += 1
-            operands.append(parse_operand())
-        if len(operands) == 1:
-            return operands[0]
-        return Combination(keyword, tuple(operands))
-
-    def _parse_comparison(self, attribute: str) -> Comparison:
-        token = self._next()
-        operator = token.text.lower()
-        if token.kind != "word" or operator not in TEXT_OPERATORS + DATE_OPERATORS:
-            raise _unexpected(token, f"an operator after {attribute!r}")
-        if operator in VALUELESS_OPERATORS:
-            return Comparison(attribute, operator, None)
-        value = self._expect("string", f"a quoted value after {operator!r}")
-        return Comparison(attribute, operator, value.text)
-
-    def _expect(self, kind: str, description: str) -> Token:
-        token = self._next()
-        if token.kind != kind:
-            raise _unexpected(token, description)
-        return token
-
-    def _next(self) -> Token:
-        token = self._tokens[self._index]
-        if token.kind != "end":
-            self._index += 1
-        return token
-
-    def _peek_keyword(self) -> str:
-        token = self._tokens[self._index]
-        return token.text.lower() if _is_keyword(token) else ""
-
-
-def _is_keyword(token: Token) -> bool:
-    return token.kind == "word" and token.text.lower() in ("and", "or")
-
-
-def _unexpected(token: Token, expected: str) -> CriteriaError:
-    found = "the end" if token.kind == "end" else repr(token.text)
-    return CriteriaError(
-        f"expected {expected} at position {token.position}, found {found}"
-    )
-
-
-def compile_criteria(
-    node: CriteriaNode | None,
-    *,
-    known_attributes: Collection[str],
-    date_fields: Collection[str],
-    datetime_format: str,
-) -> Predicate:
-    """Turn a parsed Criteria into a test of one user's attributes.
-
-    Raises CriteriaError for an unknown attribute, an operator that does not
-    fit the attribute's type, or a date that does not parse.
-    """
-    if node is None:
-        return lambda attributes: True
-    if isinstance(node, Combination):
-        parts = [
-            compile_criteria(
-                operand,
-                known_attributes=known_attributes,
-                date_fields=date_fields,
-                datetime_format=datetime_format,
-            )
-            for operand in node.operands
-        ]
-        combine = all if node.operator == "and" else any
-        return lambda attributes: combine(part(attributes) for part in parts)
-    if node.attribute not in known_attributes:
-        raise CriteriaError(f"unknown attribute {node.attribute!r}")
-    if node.operator in VALUELESS_OPERATORS:
-        return _compile_presence_test(node)
-    if node.attribute in date_fields:
-        return _compile_date_test(node, datetime_format)
-    return _compile_text_test(node)
-
-
-def _compile_presence_test(node: Comparison) -> Predicate:
-    name = node.attribute
-    is_present_wanted = node.operator == "pr"
-    return lambda attributes: bool(attributes.get(name)) == is_present_wanted
-
-
-def _compile_date_test(node: Comparison, datetime_format: str) -> Predicate:
-    name = node.attribute
-    if node.operator not in DATE_OPERATORS:
-        raise CriteriaError(
-            f"operator {node.operator!r} does not apply to the Date Time "
-            f"attribute {name!r}; use lt, gt, pr or npr"
-        )
-    limit = parse_date_value(node.value or "", datetime_format)
-    if limit is None:
-        raise CriteriaError(
-            f"{node.value!r} is not a date in the format {datetime_format}"
-        )
-    is_before = node.operator == "lt"
-
-    def test(attributes: Mapping[str, str | None]) -> bool:
-        value = parse_date_value(attributes.get(name) or "", datetime_format)
-        if value is None:
-            return False
-        return value < limit if is_before else value > limit
-
-    return test
-
-
-def _compile_text_test(node: Comparison) -> Predicate:
-    name = node.attribute
-    if node.operator not in TEXT_OPERATORS:
-        raise CriteriaError(
-            f"operator {node.operator!r} does not apply to the text attribute {name!r}"
-        )
-    wanted = (node.value or "").casefold()
-    compare = _TEXT_TESTS[node.operator]
-    return lambda attributes: compare((attributes.get(name) or "").casefold(), wanted)
-
-
-# Text comparisons ignore case, as the SQL Server collation behind AtHoc does.
-_TEXT_TESTS: dict[str, Callable[[str, str], bool]] = {
-    "eq": lambda value, wanted: value == wanted,
-    "ne": lambda value, wanted: value != wanted,
-    "sw": lambda value, wanted: value.startswith(wanted),
-    "ew": lambda value, wanted: value.endswith(wanted),
-    "co": lambda value, wanted: wanted in value,
-    "nc": lambda value, wanted: wanted not in value,
-}
-
-
-def parse_date_value(text: str, datetime_format: str) -> datetime | None:
-    """A Date Time value in the organisation's format, or None if it is not."""
-    try:
-        return datetime.strptime(text, datetime_format)
-    except ValueError:
-        return None
-
-
-# --- requests, answers and faults
+# --- requests and answers
 
 
 @dataclass(frozen=True)
@@ -341,29 +127,6 @@ def _oauth_error(error: str, description: str) -> _Answer:
     return _json_answer(400, payload, **{"Cache-Control": "no-store"})
 
 
-@dataclass
-class _Fault:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    remaining: int | None  # None: every call until cleared
-
-
-def _fault_body(status: int, body: bytes | str | Any | None) -> bytes:
-    if body is None:
-        body = {"Message": f"Simulated failure: HTTP {status}"}
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    return json.dumps(body).encode("utf-8")
-
-
-def _check_endpoint(endpoint: str) -> None:
-    if endpoint not in ENDPOINT_NAMES:
-        raise ValueError(f"endpoint must be one of {ENDPOINT_NAMES}, got {endpoint!r}")
-
-
 def _endpoint_of(path: str) -> str:
     """Which switchable endpoint a request path is: token, search, sync or ''."""
     lowered = path.lower().rstrip("/")
@@ -386,7 +149,7 @@ class _User:
 # --- the simulator
 
 
-class AtHocSimulator:
+class AtHocSimulator(FaultSwitches):
     """An AtHoc server on 127.0.0.1 with fault switches; see the module doc.
 
     Every public method is thread-safe. Records (``sync_calls``...) hold what
@@ -625,65 +388,7 @@ class AtHocSimulator:
             if isinstance(items, list):
                 self._sync_calls.append([dict(i) for i in items if isinstance(i, dict)])
 
-    # --- fault switches
-
-    def fail_next(
-        self,
-        endpoint: str,
-        status: int,
-        *,
-        count: int = 1,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | Any | None = None,
-    ) -> None:
-        """Answer ``status`` to the next ``count`` calls of ``endpoint``."""
-        _check_endpoint(endpoint)
-        fault = _Fault(status, dict(headers or {}), _fault_body(status, body), count)
-        with self._lock:
-            self._next_faults.setdefault(endpoint, []).append(fault)
-
-    def fail_always(
-        self,
-        endpoint: str,
-        status: int,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | Any | None = None,
-    ) -> None:
-        """Answer ``status`` to every call of ``endpoint`` until cleared."""
-        _check_endpoint(endpoint)
-        fault = _Fault(status, dict(headers or {}), _fault_body(status, body), None)
-        with self._lock:
-            self._always_faults[endpoint] = fault
-
-    def malformed_json_next(self, endpoint: str, count: int = 1) -> None:
-        """The next ``count`` calls get 200 with a truncated JSON body."""
-        _check_endpoint(endpoint)
-        with self._lock:
-            self._malformed_counts[endpoint] = count
-
-    def delay(self, endpoint: str, seconds: float) -> None:
-        """Wait ``seconds`` (real time) before answering; 0 removes it."""
-        _check_endpoint(endpoint)
-        with self._lock:
-            self._delays[endpoint] = seconds
-
-    def hang(self, endpoint: str, mode: str) -> None:
-        """Stop answering until clear_faults() or stop().
-
-        ``no_answer`` reads the request and sends nothing; ``stall_body``
-        sends the status line and headers, then stalls in the body.
-        """
-        _check_endpoint(endpoint)
-        if mode not in HANG_MODES:
-            raise ValueError(f"mode must be one of {HANG_MODES}, got {mode!r}")
-        with self._lock:
-            self._hangs[endpoint] = mode
-
-    def clear_faults(self) -> None:
-        """Remove every fault switch and end hangs and delays in progress."""
-        with self._lock:
-            self._release.set()
-            self._reset_fault_state()
+    # --- token switches (the other fault switches are in FaultSwitches)
 
     def revoke_tokens(self) -> None:
         """Every access token issued so far answers 401 from now on."""
@@ -699,62 +404,6 @@ class AtHocSimulator:
         """Every later refresh grant answers invalid_grant."""
         with self._lock:
             self._refresh_rejected = True
-
-    def omit_from_sync_answer(
-        self, logins: Iterable[str], *, apply: bool = True
-    ) -> None:
-        """Leave these users out of sync answers; ``apply``: still store them."""
-        with self._lock:
-            self._omitted.update({login.lower(): apply for login in logins})
-
-    def empty_page_at(self, page_index: int) -> None:
-        """That search page (counted from 0) answers no users."""
-        with self._lock:
-            self._empty_pages.add(page_index)
-
-    def permission_denied_for(self, logins: Iterable[str]) -> None:
-        with self._lock:
-            for login in logins:
-                self._sync_errors[login.lower()] = PERMISSION_DENIED_DETAILS
-
-    def sync_error_for(self, login: str, details: str) -> None:
-        with self._lock:
-            self._sync_errors[login.lower()] = details
-
-    def set_total_users_override(self, total_users: int | None) -> None:
-        """Report this TotalUsers in every search answer; None restores it."""
-        with self._lock:
-            self._total_users_override = total_users
-
-    def _reset_fault_state(self) -> None:
-        self._release = threading.Event()
-        self._next_faults: dict[str, list[_Fault]] = {}
-        self._always_faults: dict[str, _Fault] = {}
-        self._malformed_counts: dict[str, int] = {}
-        self._delays: dict[str, float] = {}
-        self._hangs: dict[str, str] = {}
-        self._omitted: dict[str, bool] = {}
-        self._empty_pages: set[int] = set()
-        self._sync_errors: dict[str, str] = {}
-        self._total_users_override = None
-
-    def _take_fault(self, keys: tuple[str, ...]) -> _Answer | None:
-        """The fault answer due for this call, if any; counts it down."""
-        for key in keys:
-            queue = self._next_faults.get(key)
-            if queue:
-                return _fault_answer(queue[0], queue)
-        for key in keys:
-            if key in self._always_faults:
-                return _fault_answer(self._always_faults[key], None)
-        return None
-
-    def _take_malformed(self, keys: tuple[str, ...]) -> bool:
-        for key in keys:
-            if self._malformed_counts.get(key, 0) > 0:
-                self._malformed_counts[key] -= 1
-                return True
-        return False
 
     # --- answering
 
@@ -772,7 +421,11 @@ class AtHocSimulator:
         if hang_mode:
             return _Answer(0, hang_mode=hang_mode, release=release)
         with self._lock:
-            answer = self._take_fault(keys) or self._route(endpoint, request)
+            fault = self._take_fault(keys)
+            if fault is not None:
+                answer = _fault_answer(fault)
+            else:
+                answer = self._route(endpoint, request)
             if self._take_malformed(keys):
                 answer = _Answer(
                     200, answer.body[: len(answer.body) // 2], answer.headers
@@ -963,11 +616,7 @@ class AtHocSimulator:
             return list(self._connections)
 
 
-def _fault_answer(fault: _Fault, queue: list[_Fault] | None) -> _Answer:
-    if queue is not None and fault.remaining is not None:
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            queue.pop(0)
+def _fault_answer(fault: Fault) -> _Answer:
     headers = {"Content-Type": "application/json", **fault.headers}
     return _Answer(fault.status, fault.body, headers)
 

@@ -152,6 +152,12 @@ class WorkerMapping:
             return None
         mapping, ambiguous = build_mapping(read.users, collar)
         self._warn_ambiguous(ambiguous)
+        if read.users and not mapping and not ambiguous:
+            logger.warning(
+                "no AtHoc user holds a value in COLLAR_ID_FIELD=%s: check the "
+                "setting against the attribute's common name in AtHoc",
+                collar,
+            )
         change = self._replace(mapping, now)
         logger.info(
             "Worker mapping refreshed: users=%d mapped=%d added=%d changed=%d "

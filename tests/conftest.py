@@ -17,7 +17,9 @@ from bobosync.settings import Settings, make_test_settings
 from bobosync.simulator import AtHocSimulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CASES = REPO_ROOT.parent / "shared" / "cases"
+# Byte-exact copies of the team's ../shared/cases (see test_case_fixtures.py).
+CASES = REPO_ROOT / "tests" / "cases"
+SHARED_CASES = REPO_ROOT.parent / "shared" / "cases"
 CASE_TIME = datetime(2025, 3, 14, 23, 0, 0)
 DUTY = "On-Duty-DTG"
 COLLAR = "Collar-Number"

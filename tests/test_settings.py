@@ -22,7 +22,7 @@ from bobosync.settings import (
     read_env_file,
 )
 
-CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
+CASES = Path(__file__).resolve().parent / "cases"
 
 REQUIRED = {
     "ATHOC_SERVER_URL": "https://athoc.example.invalid",
