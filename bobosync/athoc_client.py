@@ -56,6 +56,7 @@ from bobosync.http_transport import (  # noqa: E402
     is_proxy_bypassed,
     select_proxies,
 )
+from bobosync.logging_setup import configure_logging  # noqa: E402
 from bobosync.settings import Settings, load_settings, mask_url  # noqa: E402
 
 # The public names, including those re-exported from athoc_records and
@@ -164,7 +165,11 @@ class AtHocClient:
         max_retries: int = 3,
         max_retry_after_seconds: float = 120.0,
     ) -> None:
-        self._settings = settings if settings is not None else load_settings()
+        if settings is None:
+            # The operators' runbook: read the .env and log like the daemon.
+            settings = load_settings()
+            configure_logging(settings)
+        self._settings = settings
         self._clock = clock if clock is not None else SystemClock()
         self._retry = build_retry(
             max_retries, retry_backoff_seconds, max_retry_after_seconds
@@ -754,11 +759,11 @@ class AtHocClient:
         results = self.batch_update_duty_status(updates, field_name)
         cleared = sum(result.is_success for result in results)
         logger.info(
-            "old duty status cleared: field=%s hours=%g found=%d cleared=%d",
+            "Auto-cleanup: cleared %d users (%s older than %g hours, found=%d)",
+            cleared,
             field_name,
             hours,
             len(users),
-            cleared,
         )
         return cleared
 
