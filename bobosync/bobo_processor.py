@@ -42,7 +42,12 @@ from bobosync.errors import (  # noqa: E402
     FolderError,
 )
 from bobosync.file_keeper import FileKeeper  # noqa: E402
-from bobosync.inbox import fingerprint_file, is_unmovable_name, list_inbox  # noqa: E402
+from bobosync.inbox import (  # noqa: E402
+    FileFingerprint,
+    fingerprint_file,
+    is_unmovable_name,
+    list_inbox,
+)
 from bobosync.logging_setup import configure_logging  # noqa: E402
 from bobosync.settings import Settings, load_settings  # noqa: E402
 from bobosync.worker_mapping import (  # noqa: E402
@@ -54,7 +59,9 @@ from bobosync.worker_mapping import (  # noqa: E402
 
 __all__ = ["MAPPING_TRACKING", "BOBOProcessor", "MappingRefreshResult", "TickReport"]
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: the runbook imports this file as a top-level
+# module, whose records must still reach the bobosync handlers.
+logger = logging.getLogger("bobosync.bobo_processor")
 
 # The longest wait between ticks while an outage lasts: short enough that
 # pending book-ons reach AtHoc within minutes of its return.
@@ -525,52 +532,73 @@ class BOBOProcessor:
         results: dict[str, SyncResult],
         report: TickReport,
     ) -> None:
+        """Decide each file's fate, record it in one transaction, then move it."""
         for item in files:
-            for employee_id in sorted(item.employees):
-                result = results.get(logins[employee_id].casefold())
-                if result is None or not result.is_success:
-                    item.failed_users.append(employee_id)
-                    login = logins[employee_id]
-                    details = result.details if result else "no answer"
-                    item.failures.append(f"{login} ({details})")
-        now = self.clock.now()
+            self._note_failures(item, logins, results)
         finished = [item for item in files if not item.failed_users]
-        retrying = [item for item in files if item.failed_users]
-        final_failures = [
-            item
-            for item in retrying
-            if self.database.get_attempts(item.path.name) + 1
-            >= self.settings.max_retry_attempts
+        last_tries = [
+            item for item in files if item.failed_users and self._is_last_try(item)
         ]
-        for item in finished + final_failures:
+        now = self.clock.now()
+        # Reports first: a kill before the commit rewrites the same text.
+        for item in finished + last_tries:
             self.files.write_rejected(item.parsed, now)
         fingerprints = {
             item.path.name: fingerprint_file(item.path) for item in finished
         }
         with self.database.transaction():
             self._record_applied(to_send, logins, results.values())
-            for item in finished:
-                fp = fingerprints[item.path.name]
-                self.database.remember_processed(
-                    fp.name, fp.size, fp.mtime_ns, fp.sha256, now
-                )
-                self.database.clear_attempts(item.path.name)
-            for item in retrying:
-                self._count_attempt(item, item in final_failures, now)
-            self.database.log_processing(
-                [self._log_entry(item, item in final_failures) for item in files], now
-            )
+            self._record_outcomes(files, fingerprints, last_tries, now)
         for item in finished:
-            if not self.files.move_processed(
-                item.path, fingerprints[item.path.name].sha256
-            ):
+            sha256 = fingerprints[item.path.name].sha256
+            if not self.files.move_processed(item.path, sha256):
                 report.problems.append(f"{item.path.name} not moved")
-        for item in final_failures:
+        for item in last_tries:
             if not self.files.move_failed(item.path, item.error):
                 report.problems.append(f"{item.path.name} not moved")
         report.files_processed += len(finished)
-        report.files_failed += len(final_failures)
-        report.files_retrying += len(retrying) - len(final_failures)
+        report.files_failed += len(last_tries)
+        report.files_retrying += len(files) - len(finished) - len(last_tries)
+
+    def _note_failures(
+        self, item: BatchFile, logins: dict[str, str], results: dict[str, SyncResult]
+    ) -> None:
+        for employee_id in sorted(item.employees):
+            login = logins[employee_id]
+            result = results.get(login.casefold())
+            if result is None or not result.is_success:
+                item.failed_users.append(employee_id)
+                details = result.details if result else "no answer"
+                item.failures.append(f"{login} ({details})")
+
+    def _is_last_try(self, item: BatchFile) -> bool:
+        attempts = self.database.get_attempts(item.path.name) + 1
+        return attempts >= self.settings.max_retry_attempts
+
+    def _record_outcomes(
+        self,
+        files: list[BatchFile],
+        fingerprints: dict[str, FileFingerprint],
+        last_tries: list[BatchFile],
+        now: datetime,
+    ) -> None:
+        """Inside the tick's transaction: processed memory, attempts, log."""
+        for item in files:
+            fingerprint = fingerprints.get(item.path.name)
+            if fingerprint is not None:
+                self.database.remember_processed(
+                    fingerprint.name,
+                    fingerprint.size,
+                    fingerprint.mtime_ns,
+                    fingerprint.sha256,
+                    now,
+                )
+                self.database.clear_attempts(item.path.name)
+            else:
+                self._count_attempt(item, item in last_tries, now)
+        self.database.log_processing(
+            [self._log_entry(item, item in last_tries) for item in files], now
+        )
 
     def _count_attempt(self, item: BatchFile, is_final: bool, now: datetime) -> None:
         reason = item.error or (
