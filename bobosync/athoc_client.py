@@ -91,7 +91,9 @@ __all__ = [
     "select_proxies",
 ]
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: the runbook imports this file as a top-level
+# module, whose records must still reach the bobosync handlers.
+logger = logging.getLogger("bobosync.athoc_client")
 
 TOKEN_PATH = "/AuthServices/Auth/connect/token"
 SYNC_PATH = "/users/SyncByCommonNames"
@@ -738,8 +740,8 @@ class AtHocClient:
                 result = SyncResult(login_id, "missing", "not in AtHoc's answer")
             else:
                 result = replace(classify_sync_answer(item), login_id=login_id)
-            _log_result(result)
             results.append(result)
+        _log_results(results)
         return results
 
     def batch_update_duty_status(
@@ -768,26 +770,35 @@ class AtHocClient:
         return cleared
 
 
-def _log_result(result: SyncResult) -> None:
-    if result.outcome == "ok":
-        logger.debug("sync confirmed: login_id=%s", result.login_id)
-    elif result.outcome == "not_found":
-        logger.info(
-            "Expected: User %s not found in AtHoc (will be treated as success)",
-            result.login_id,
-        )
-    elif result.outcome == "permission_denied":
+_REFUSAL_WORDS = {
+    "permission_denied": "sync refused, permission denied",
+    "missing": "sync unconfirmed, user missing from AtHoc's answer",
+}
+
+
+def _log_results(results: list[SyncResult]) -> None:
+    """One line per confirmed user at DEBUG, per not-found user at INFO, and
+    one WARNING per kind of refusal, so a setting AtHoc rejects for every
+    user does not write a thousand lines a tick."""
+    refused: dict[tuple[str, str], list[str]] = {}
+    for result in results:
+        if result.outcome == "ok":
+            logger.debug("sync confirmed: login_id=%s", result.login_id)
+        elif result.outcome == "not_found":
+            logger.info(
+                "Expected: User %s not found in AtHoc (will be treated as success)",
+                result.login_id,
+            )
+        else:
+            refused.setdefault((result.outcome, result.details), []).append(
+                result.login_id
+            )
+    for (outcome, details), logins in refused.items():
+        shown = ", ".join(logins[:10]) + (" ..." if len(logins) > 10 else "")
         logger.warning(
-            "sync refused, permission denied: login_id=%s details=%s",
-            result.login_id,
-            result.details,
-        )
-    elif result.outcome == "missing":
-        logger.warning(
-            "sync unconfirmed, user missing from AtHoc's answer: login_id=%s",
-            result.login_id,
-        )
-    else:
-        logger.warning(
-            "sync failed: login_id=%s details=%s", result.login_id, result.details
+            "%s: users=%d login_id=%s details=%s",
+            _REFUSAL_WORDS.get(outcome, "sync failed"),
+            len(logins),
+            shown,
+            details,
         )

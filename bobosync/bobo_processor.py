@@ -219,20 +219,28 @@ class BOBOProcessor:
             self._note_outage(err, report)
             return report
         except Exception as err:  # the per-cycle boundary: log, keep running
-            logger.exception("tick failed: %s", err)
+            if self._is_news(f"unexpected:{type(err).__name__}:{err}"):
+                logger.exception("tick failed: %s", err)
+            else:
+                logger.debug("tick failed again: %s", err)
             report.outage = f"tick failed: {err}"
             self.consecutive_outages += 1
             return report
         self._outage_over()
         return report
 
-    def _note_outage(self, err: BoboSyncError, report: TickReport) -> None:
-        key = outage_key(err)
+    def _is_news(self, key: str) -> bool:
+        """True the first time a failure is seen, then once per reminder."""
         now = self.clock.monotonic()
         last = self._outage_logged.get(key)
-        if last is None or now - last >= REMINDER_SECONDS:
+        if last is not None and now - last < REMINDER_SECONDS:
+            return False
+        self._outage_logged[key] = now
+        return True
+
+    def _note_outage(self, err: BoboSyncError, report: TickReport) -> None:
+        if self._is_news(outage_key(err)):
             logger.error("%s; files stay and are retried", err)
-            self._outage_logged[key] = now
         else:
             logger.debug("outage goes on: %s", err)
         self.consecutive_outages += 1

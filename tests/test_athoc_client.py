@@ -416,7 +416,8 @@ def test_user_absent_from_the_answer_is_missing_not_success(api, make_client, ca
     assert results[1] == SyncResult("m.lindqvist", "missing", "not in AtHoc's answer")
     assert not results[1].is_success
     assert caplog.messages == [
-        "sync unconfirmed, user missing from AtHoc's answer: login_id=m.lindqvist"
+        "sync unconfirmed, user missing from AtHoc's answer: users=1 "
+        "login_id=m.lindqvist details=not in AtHoc's answer"
     ]
 
 
