@@ -23,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.killtest import KillHarness
+from tests.killtest import KillHarness  # noqa: E402
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

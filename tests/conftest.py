@@ -42,7 +42,9 @@ def case_file(name: str) -> Path:
     return path
 
 
-def copy_case(name: str, folder: Path, *, as_name: str | None = None, mtime: float | None = None) -> Path:
+def copy_case(
+    name: str, folder: Path, *, as_name: str | None = None, mtime: float | None = None
+) -> Path:
     """Copy a fixture byte for byte into ``folder``; optionally set its mtime."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (as_name or Path(name).name)
@@ -63,7 +65,9 @@ def simulator(clock: ManualClock) -> Iterator[AtHocSimulator]:
         yield running
 
 
-def settings_for(tmp_path: Path, simulator: AtHocSimulator, **overrides: object) -> Settings:
+def settings_for(
+    tmp_path: Path, simulator: AtHocSimulator, **overrides: object
+) -> Settings:
     values: dict[str, object] = dict(
         athoc_server_url=simulator.url,
         client_id=simulator.client_id,
@@ -121,7 +125,9 @@ def sent_in(simulator: AtHocSimulator) -> dict[str, str]:
 def folder_names(folder: Path) -> list[str]:
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != ".gitkeep")
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name != ".gitkeep"
+    )
 
 
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +135,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from bobosync import settings as settings_module
 
     names = {name.upper() for name in getattr(settings_module, "SETTING_NAMES", ())}
-    names |= {"USERNAME", "APIUSER", "ATHOC_USERNAME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
+    names |= {
+        "USERNAME",
+        "APIUSER",
+        "ATHOC_USERNAME",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    }
     for key in list(os.environ):
         if key.upper() in names:
             monkeypatch.delenv(key, raising=False)

@@ -5,10 +5,11 @@ The AtHoc simulator runs in this process, so it outlives every daemon it
 serves and its final state can be read directly. Each round drops a few new
 BOBO files (written to ``.part``, then renamed), starts ``python -m
 bobosync`` and SIGKILLs it at one of KILL_POINTS: after a random delay, or
-just after its log shows it entered a given step. At the end the daemon drains the inbox and stops; the simulator, the folders and
-the database are then checked against a model computed from the files
-alone: the latest event per employee wins, every file ends up in
-processed_files exactly once.
+just after its log shows it entered a given step. At the end the daemon
+drains the inbox and stops; the simulator, the folders and the database
+are then checked against a model computed from the files alone: the
+latest event per employee wins, every file ends up in processed_files
+exactly once.
 
 Used by tests/test_crash_safety.py (short form) and
 benchmarks/kill_stress.py (the stress run). Not collected by pytest.

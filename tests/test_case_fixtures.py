@@ -17,7 +17,9 @@ def shared_files() -> list[str]:
     )
 
 
-@pytest.mark.skipif(not SHARED_CASES.is_dir(), reason="../shared/cases not beside the repo")
+@pytest.mark.skipif(
+    not SHARED_CASES.is_dir(), reason="../shared/cases not beside the repo"
+)
 @pytest.mark.parametrize("name", shared_files())
 def test_vendored_fixture_matches_the_shared_case(name: str) -> None:
     assert (CASES / name).read_bytes() == (SHARED_CASES / name).read_bytes()

@@ -32,9 +32,7 @@ def run_tick(processor, simulator, caplog):
     with caplog.at_level(logging.DEBUG, logger="bobosync"):
         report = processor.run_tick()
     assert report.is_success, report.outage
-    warnings = [
-        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
-    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     return sent_in(simulator), warnings
 
 
@@ -79,7 +77,9 @@ def test_b01_b01b_b05_n07a_n08a_three_rows_sent_file_processed(
     assert sent == B01_SENT
     assert warnings == []
     assert folder_names(settings.processed_directory) == [case]
-    assert (settings.processed_directory / case).read_bytes() == case_file(case).read_bytes()
+    assert (settings.processed_directory / case).read_bytes() == case_file(
+        case
+    ).read_bytes()
     assert folder_names(settings.failed_files_directory) == []
     assert folder_names(settings.csv_directory) == []
 
@@ -98,7 +98,9 @@ def test_b03_short_ids_and_times_match_their_workers(make_processor, simulator, 
     }
     assert len(warnings) == 1
     assert "123456" in warnings[0] and "B03_leading_zeros.csv:5" in warnings[0]
-    lookups = [q for q in simulator.search_queries if "123456" in (q.get("Criteria") or "")]
+    lookups = [
+        q for q in simulator.search_queries if "123456" in (q.get("Criteria") or "")
+    ]
     assert len(lookups) == 1
     assert folder_names(settings.processed_directory) == ["B03_leading_zeros.csv"]
     assert rejected_lines(settings, "B03_leading_zeros.csv") is None
@@ -137,7 +139,9 @@ def test_b08_empty_file_waits_to_settle_then_is_processed(
     assert folder_names(settings.processed_directory) == ["B08_empty.csv"]
 
 
-def test_n01_duplicates_sent_once_then_stale_in_next_file(make_processor, simulator, caplog):
+def test_n01_duplicates_sent_once_then_stale_in_next_file(
+    make_processor, simulator, caplog
+):
     processor = make_processor()
     settings = processor.settings
     copy_case("N01a_duplicates.csv", settings.csv_directory)
@@ -156,11 +160,15 @@ def test_n01_duplicates_sent_once_then_stale_in_next_file(make_processor, simula
     ]
 
 
-def test_n01_both_files_in_one_tick_send_each_user_once(make_processor, simulator, caplog):
+def test_n01_both_files_in_one_tick_send_each_user_once(
+    make_processor, simulator, caplog
+):
     processor = make_processor()
     settings = processor.settings
     copy_case("N01a_duplicates.csv", settings.csv_directory, mtime=backdate(60))
-    copy_case("N01b_duplicates_next_file.csv", settings.csv_directory, mtime=backdate(30))
+    copy_case(
+        "N01b_duplicates_next_file.csv", settings.csv_directory, mtime=backdate(30)
+    )
 
     sent, _ = run_tick(processor, simulator, caplog)
 
@@ -171,7 +179,9 @@ def test_n01_both_files_in_one_tick_send_each_user_once(make_processor, simulato
     }
 
 
-def test_n03_late_older_event_is_stale_in_a_later_tick(make_processor, simulator, caplog):
+def test_n03_late_older_event_is_stale_in_a_later_tick(
+    make_processor, simulator, caplog
+):
     processor = make_processor()
     settings = processor.settings
     copy_case("N03a_BOBO_20250314_0930.csv", settings.csv_directory)
@@ -242,7 +252,9 @@ def test_n03_clock_variant_expired_book_ons_are_not_sent(
     assert len(stale_lines) == 2
     assert any("id=417" in line for line in stale_lines)
     assert any("id=88" in line for line in stale_lines)
-    assert "N03b_BOBO_20250314_0900_late.csv" in folder_names(settings.processed_directory)
+    assert "N03b_BOBO_20250314_0900_late.csv" in folder_names(
+        settings.processed_directory
+    )
 
 
 def test_n04_header_is_skipped_without_warning(make_processor, simulator, caplog):
@@ -356,11 +368,15 @@ def test_n11_unknown_employee_is_warned_once_a_day(
     assert entry.unmapped_rows == 1
 
     clock.advance(60)
-    copy_case("N11_unknown_employee.csv", settings.csv_directory, as_name="N11_again.csv")
+    copy_case(
+        "N11_unknown_employee.csv", settings.csv_directory, as_name="N11_again.csv"
+    )
     _, warnings = run_tick(processor, simulator, caplog)
     assert warnings == []
 
     clock.set(datetime(2025, 3, 15, 1, 0, 0))
-    copy_case("N11_unknown_employee.csv", settings.csv_directory, as_name="N11_next_day.csv")
+    copy_case(
+        "N11_unknown_employee.csv", settings.csv_directory, as_name="N11_next_day.csv"
+    )
     _, warnings = run_tick(processor, simulator, caplog)
     assert len(warnings) == 1 and "99999" in warnings[0]

@@ -11,6 +11,7 @@ is the simulator on loopback, over http or over https with a throwaway CA
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import socket
@@ -342,10 +343,8 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
         pass
     finally:
         for end in (source, target):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @pytest.fixture

@@ -83,7 +83,9 @@ def model_canonical_id(raw: str) -> str:
 @st.composite
 def mixed_case(draw: st.DrawFn, word: str) -> str:
     flags = draw(st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
-    return "".join(c.upper() if up else c.lower() for c, up in zip(word, flags))
+    return "".join(
+        c.upper() if up else c.lower() for c, up in zip(word, flags, strict=False)
+    )
 
 
 @st.composite
