@@ -68,6 +68,11 @@ logger = logging.getLogger("bobosync.bobo_processor")
 MAX_BACKOFF_SECONDS = 300.0
 # An outage is logged once at ERROR, then reminded at most this often.
 REMINDER_SECONDS = 900.0
+# A row dated further ahead than this is a typo (month and day swapped),
+# not an event: sent, it would block the worker's real events as stale.
+FUTURE_TOLERANCE = timedelta(days=1)
+# Row WARNINGs per file; the rest go to DEBUG (a garbage file has millions).
+MAX_ROW_WARNINGS = 50
 
 
 @dataclass
@@ -98,7 +103,9 @@ class BatchFile:
     path: Path
     order: int
     parsed: ParsedFile
+    fingerprint: FileFingerprint
     winners: dict[str, BOBOEntry] = field(default_factory=dict)
+    future_rows: int = 0
     employees: set[str] = field(default_factory=set)
     unmapped_rows: int = 0
     failed_users: list[str] = field(default_factory=list)
@@ -130,6 +137,16 @@ def select_updates(
         else:
             to_send[employee_id] = entry
     return to_send, not_newer, expired
+
+
+def _is_future(
+    entry: BOBOEntry, latest_allowed: datetime, future: list[BOBOEntry]
+) -> bool:
+    """True (and noted in ``future``) for an event after ``latest_allowed``."""
+    if entry.event_time <= latest_allowed:
+        return False
+    future.append(entry)
+    return True
 
 
 def names_field(details: str, field_name: str) -> bool:
@@ -304,9 +321,18 @@ class BOBOProcessor:
     def _read(self, path: Path, order: int) -> BatchFile | None:
         """Stream a file's rows into its latest event per employee."""
         parsed = ParsedFile(name=path.name)
+        future: list[BOBOEntry] = []
+        latest_allowed = self.clock.now() + FUTURE_TOLERANCE
         try:
+            # Taken before the rows: rows appended later change the file's
+            # size or time, and the file is then read again, not moved.
+            fingerprint = fingerprint_file(path)
             entries = iter_bobo_entries(path, parsed)
-            winners = latest_per_employee((order, entry) for entry in entries)
+            winners = latest_per_employee(
+                (order, entry)
+                for entry in entries
+                if not _is_future(entry, latest_allowed, future)
+            )
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -318,23 +344,46 @@ class BOBOProcessor:
                 "share is reachable",
                 path=path,
             ) from err
+        item = BatchFile(
+            path, order, parsed, fingerprint, winners, future_rows=len(future)
+        )
+        self._report_rows(item, future)
+        return item
+
+    def _report_rows(self, item: BatchFile, future: list[BOBOEntry]) -> None:
+        """WARNING per unusable row, capped so a garbage file cannot flood."""
+        parsed = item.parsed
         # A file kept for retry was reported on its first look already.
         level = logging.WARNING
-        if self.database.get_attempts(path.name):
+        if self.database.get_attempts(parsed.name):
             level = logging.DEBUG
         for warning in parsed.warnings:
             logger.log(level, "%s", warning)
-        for row in parsed.rejected:
-            logger.log(
-                level,
+        lines = [
+            (
                 "row rejected: %s:%d column=%s value=%r reason=%s",
-                parsed.name,
-                row.line_number,
-                row.column,
-                row.value,
-                row.reason,
+                (parsed.name, row.line_number, row.column, row.value, row.reason),
             )
-        return BatchFile(path, order, parsed, winners)
+            for row in parsed.rejected
+        ] + [
+            (
+                "row not sent: %s:%d Clocking_Date=%s is more than a day after "
+                "the site clock; check the row's date",
+                (entry.source_file, entry.line_number, entry.event_time.date()),
+            )
+            for entry in future
+        ]
+        for index, (message, args) in enumerate(lines):
+            shown = level if index < MAX_ROW_WARNINGS else logging.DEBUG
+            logger.log(shown, message, *args)
+        if len(lines) > MAX_ROW_WARNINGS and level == logging.WARNING:
+            logger.warning(
+                "%d more unusable rows in %s (at DEBUG); all of them are in "
+                "%s.rejected.csv",
+                len(lines) - MAX_ROW_WARNINGS,
+                parsed.name,
+                parsed.name,
+            )
 
     def _process_files(self, files: list[BatchFile], report: TickReport) -> None:
         usable = [item for item in files if not item.parsed.has_no_valid_rows]
@@ -543,30 +592,49 @@ class BOBOProcessor:
         """Decide each file's fate, record it in one transaction, then move it."""
         for item in files:
             self._note_failures(item, logins, results)
-        finished = [item for item in files if not item.failed_users]
-        last_tries = [
-            item for item in files if item.failed_users and self._is_last_try(item)
+        finished = [
+            item
+            for item in files
+            if not item.failed_users and not self._changed_since_read(item)
         ]
+        retrying = [item for item in files if item.failed_users]
+        last_tries = [item for item in retrying if self._is_last_try(item)]
         now = self.clock.now()
         # Reports first: a kill before the commit rewrites the same text.
         for item in finished + last_tries:
             self.files.write_rejected(item.parsed, now)
-        fingerprints = {
-            item.path.name: fingerprint_file(item.path) for item in finished
-        }
         with self.database.transaction():
             self._record_applied(to_send, logins, results.values())
-            self._record_outcomes(files, fingerprints, last_tries, now)
+            self._record_outcomes(files, finished, retrying, last_tries, now)
         for item in finished:
-            sha256 = fingerprints[item.path.name].sha256
-            if not self.files.move_processed(item.path, sha256):
+            if not self.files.move_processed(item.path, item.fingerprint.sha256):
                 report.problems.append(f"{item.path.name} not moved")
         for item in last_tries:
             if not self.files.move_failed(item.path, item.error):
                 report.problems.append(f"{item.path.name} not moved")
         report.files_processed += len(finished)
         report.files_failed += len(last_tries)
-        report.files_retrying += len(files) - len(finished) - len(last_tries)
+        report.files_retrying += len(retrying) - len(last_tries)
+
+    def _changed_since_read(self, item: BatchFile) -> bool:
+        """A file that changed or vanished after it was read is not moved."""
+        try:
+            stat = item.path.stat()
+        except FileNotFoundError:
+            logger.warning(
+                "file vanished after it was read: file=%s; its events were sent",
+                item.path.name,
+            )
+            return True
+        read = item.fingerprint
+        if (stat.st_size, stat.st_mtime_ns) == (read.size, read.mtime_ns):
+            return False
+        logger.warning(
+            "file changed while it was processed: file=%s; it stays and is "
+            "read again next tick",
+            item.path.name,
+        )
+        return True
 
     def _note_failures(
         self, item: BatchFile, logins: dict[str, str], results: dict[str, SyncResult]
@@ -586,27 +654,34 @@ class BOBOProcessor:
     def _record_outcomes(
         self,
         files: list[BatchFile],
-        fingerprints: dict[str, FileFingerprint],
+        finished: list[BatchFile],
+        retrying: list[BatchFile],
         last_tries: list[BatchFile],
         now: datetime,
     ) -> None:
         """Inside the tick's transaction: processed memory, attempts, log."""
+        for item in finished:
+            fingerprint = item.fingerprint
+            self.database.remember_processed(
+                fingerprint.name,
+                fingerprint.size,
+                fingerprint.mtime_ns,
+                fingerprint.sha256,
+                now,
+            )
+            self.database.clear_attempts(item.path.name)
+        for item in retrying:
+            self._count_attempt(item, item in last_tries, now)
+        entries = []
         for item in files:
-            fingerprint = fingerprints.get(item.path.name)
-            if fingerprint is not None:
-                self.database.remember_processed(
-                    fingerprint.name,
-                    fingerprint.size,
-                    fingerprint.mtime_ns,
-                    fingerprint.sha256,
-                    now,
-                )
-                self.database.clear_attempts(item.path.name)
+            if item in finished:
+                status = "processed"
+            elif not item.failed_users:
+                status = "changed"  # read again next tick
             else:
-                self._count_attempt(item, item in last_tries, now)
-        self.database.log_processing(
-            [self._log_entry(item, item in last_tries) for item in files], now
-        )
+                status = "failed" if item in last_tries else "retry"
+            entries.append(self._log_entry(item, status))
+        self.database.log_processing(entries, now)
 
     def _count_attempt(self, item: BatchFile, is_final: bool, now: datetime) -> None:
         reason = item.error or (
@@ -633,18 +708,14 @@ class BOBOProcessor:
                 reason,
             )
 
-    def _log_entry(self, item: BatchFile, is_final: bool) -> ProcessingLogEntry:
+    def _log_entry(self, item: BatchFile, status: str) -> ProcessingLogEntry:
         parsed = item.parsed
-        if not item.failed_users:
-            status = "processed"
-        else:
-            status = "failed" if is_final else "retry"
         return ProcessingLogEntry(
             file_name=item.path.name,
             status=status,
             data_rows=parsed.data_rows,
             valid_rows=parsed.valid_rows,
-            invalid_rows=len(parsed.rejected),
+            invalid_rows=len(parsed.rejected) + item.future_rows,
             unmapped_rows=item.unmapped_rows,
             sent_users=len(item.employees) - len(item.failed_users),
             failed_users=len(item.failed_users),

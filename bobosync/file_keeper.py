@@ -84,7 +84,10 @@ class FileKeeper:
         None when the file is not one; else whether it is now where it
         belongs (moved, or left in place with MOVE_PROCESSED_FILES=false).
         """
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None  # gone since the listing: nothing to finish
         known = self.database.find_processed(path.name, stat.st_size, stat.st_mtime_ns)
         if known is None:
             return None
@@ -186,9 +189,22 @@ class FileKeeper:
         text = format_rejected_rows(parsed.rejected, parsed.delimiter)
         # Written before the commit, so a tick whose commit failed (a locked
         # database, a kill) wrote it already: once is enough.
-        if holds_text(self.settings.failed_files_directory / name, text):
+        folder = self.settings.failed_files_directory
+        if holds_text(folder / name, text):
             return
-        write_new_file(self.settings.failed_files_directory, name, text, now=now)
+        try:
+            write_new_file(folder, name, text, now=now)
+        except (FolderError, OSError) as err:
+            # The rows are in the log and processing_log: AtHoc's answer must
+            # still be recorded, or the whole batch would be sent again.
+            self._report_once(
+                f"report:{folder}",
+                "could not write the rejected-rows report %s in %s (%s); the "
+                "rows are in this log",
+                name,
+                folder,
+                err,
+            )
 
     # -- purge ------------------------------------------------------------
 
