@@ -115,6 +115,8 @@ _OLD_TLS_REASONS = (
     "VERSION_TOO_LOW",
 )
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
+# Shorter secrets are not masked in server text (see _scrub).
+_MIN_SCRUBBED_SECRET_CHARS = 4
 
 
 @dataclass
@@ -577,7 +579,11 @@ class AtHocClient:
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            # Substitution cannot hide a secret of 1-3 characters: with
+            # PASSWORD=x, "proxy" became "pro***y", which garbles every
+            # message and shows the secret all the same.
+            if len(secret) >= _MIN_SCRUBBED_SECRET_CHARS:
+                text = text.replace(secret, "***")
         return text
 
     # --- search ---

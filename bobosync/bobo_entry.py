@@ -34,7 +34,9 @@ ROW_COLUMN = "row"
 BOOK_ON = "BON"
 BOOK_OFF = "BOF"
 
-_EMPLOYEE_ID = re.compile(r"[\w-]+")
+# ASCII only: \w lets Arabic-Indic or superscript digits through, and an
+# id like "٠٤١٧" would then be neither canonicalised nor ever mapped.
+_EMPLOYEE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _DATE = re.compile(r"[0-9]{8}")
 # Excel drops leading zeros of a time: 91502 is 09:15:02, 512 is 00:05:12.
 _TIME = re.compile(r"[0-9]{1,6}")
@@ -199,7 +201,7 @@ def parse_employee_id(cell: str) -> str:
         raise RowRejected(
             COLUMN_NAMES[1],
             value,
-            "malformed employee id, expected letters, digits, - and _ only",
+            "malformed employee id, expected ASCII letters, digits, - and _ only",
         )
     return canonical_employee_id(value)
 

@@ -312,7 +312,8 @@ class BOBOProcessor:
             if is_unmovable_name(name) and name.lower().endswith(".csv"):
                 logger.warning(
                     "file ignored, its name cannot be moved safely: name=%r;"
-                    " rename it without \\, a drive prefix or control characters",
+                    " rename it without \\, a drive prefix, control characters"
+                    " or bytes that are not UTF-8",
                     name,
                 )
             else:
@@ -723,7 +724,9 @@ class BOBOProcessor:
         )
 
     def _fail_unusable_file(self, item: BatchFile, report: TickReport) -> None:
-        reason = f"no valid BOBO row in {item.parsed.data_rows} data row(s)"
+        reason = item.parsed.not_bobo_reason or (
+            f"no valid BOBO row in {item.parsed.data_rows} data row(s)"
+        )
         now = self.clock.now()
         logger.warning(
             "file has no valid BOBO row: file=%s; moved to %s",

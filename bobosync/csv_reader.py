@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -43,6 +44,14 @@ SNIFF_LINES = 1000
 # most 1,000 characters); the rest of it is not kept in memory.
 MAX_LINE_CHARS = 16 * 1024
 _READ_CHUNK_BYTES = 1024 * 1024
+# The start of a file looked at for a UTF-16 byte order mark or NUL bytes.
+TEXT_CHECK_BYTES = 64 * 1024
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# After this many invalid rows and no valid one the rest of a file is not
+# read: it is no BOBO file, and each row would cost a WARNING line.
+MAX_REJECTED_WITHOUT_VALID = 1000
+# Excel's "sep=;" first line names the separator (any case, trimmed).
+_EXCEL_SEPARATOR_LINE = re.compile(r"sep=([,;])")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 # European exports write decimal commas (B04).
 _DECIMAL = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
@@ -78,23 +87,30 @@ class ParsedFile:
     has_header: bool = False
     encoding: str = UTF8
     delimiter: str = COMMA
+    # Set when the file was not (fully) read as CSV: UTF-16, binary, or
+    # too many invalid rows; the matching WARNING is in ``warnings``.
+    not_bobo_reason: str = ""
 
     @property
     def is_empty(self) -> bool:
         """No data row at all: empty, header-only or blank-only file."""
-        return self.data_rows == 0
+        return self.data_rows == 0 and not self.not_bobo_reason
 
     @property
     def has_no_valid_rows(self) -> bool:
-        """Data rows exist but none is valid: not a usable BOBO file."""
-        return self.data_rows > 0 and self.valid_rows == 0
+        """Data rows exist but none is valid, or the file is no text CSV:
+        not a usable BOBO file."""
+        has_rows = self.data_rows > 0 or bool(self.not_bobo_reason)
+        return has_rows and self.valid_rows == 0
 
 
 def parse_bobo_text(text: str, name: str) -> ParsedFile:
     """Parse a whole file's decoded text (pure)."""
     parsed = ParsedFile(name=name)
-    parsed.delimiter = detect_delimiter(_physical_lines(io.StringIO(text, newline="")))
-    _note_delimiter(parsed)
+    if "\x00" in text[:TEXT_CHECK_BYTES]:
+        _note_not_text(parsed, "binary")
+        return parsed
+    _choose_delimiter(_physical_lines(io.StringIO(text, newline="")), parsed)
     lines = _physical_lines(io.StringIO(text, newline=""))
     parsed.entries.extend(_parse_lines(lines, parsed))
     return parsed
@@ -113,7 +129,12 @@ def iter_bobo_entries(path: Path, parsed: ParsedFile) -> Iterator[BOBOEntry]:
 
     Holds one line at a time, so a file of a million rows needs little
     memory. Reads the file up to three times: encoding, separator, rows.
+    A UTF-16 or binary file is not parsed (``not_bobo_reason``).
     """
+    kind = _not_text_kind(path)
+    if kind:
+        _note_not_text(parsed, kind)
+        return
     has_bom, is_utf8 = _inspect_bytes(path)
     parsed.encoding = _encoding_label(has_bom, is_utf8)
     if not is_utf8:
@@ -121,10 +142,16 @@ def iter_bobo_entries(path: Path, parsed: ParsedFile) -> Iterator[BOBOEntry]:
             f"{parsed.name}: not valid UTF-8, read as Windows-1252 (cp1252)"
         )
     with _open_text(path, has_bom, is_utf8) as stream:
-        parsed.delimiter = detect_delimiter(_physical_lines(stream))
-    _note_delimiter(parsed)
+        _choose_delimiter(_physical_lines(stream), parsed)
     with _open_text(path, has_bom, is_utf8) as stream:
         yield from _parse_lines(_physical_lines(stream), parsed)
+
+
+def excel_separator(line: str) -> str | None:
+    """Return the separator a first line like Excel's ``sep=;`` names,
+    else None."""
+    match = _EXCEL_SEPARATOR_LINE.fullmatch(line.lstrip(BOM).strip().lower())
+    return match.group(1) if match else None
 
 
 def detect_delimiter(lines: Iterable[str]) -> str:
@@ -189,23 +216,20 @@ def format_rejected_rows(rows: Iterable[RejectedRow], delimiter: str = COMMA) ->
     return "".join(lines)
 
 
-def _parse_lines(lines: Iterable[str], parsed: ParsedFile) -> Iterator[BOBOEntry]:
+def _parse_lines(
+    lines: Iterable[tuple[str, int]], parsed: ParsedFile
+) -> Iterator[BOBOEntry]:
     has_geo_warning = False
-    for line_number, line in enumerate(lines, start=1):
+    for line_number, (line, characters) in enumerate(lines, start=1):
         cells, quote_open = split_line(line.lstrip(BOM), parsed.delimiter)
-        if _is_blank(line) or not (any(cells) or quote_open):
-            parsed.blank_rows += 1
-            logger.debug("blank row skipped: file=%s line=%d", parsed.name, line_number)
-            continue
-        if _is_header(cells) and not quote_open:
-            parsed.has_header = True
-            logger.debug(
-                "header row skipped: file=%s line=%d", parsed.name, line_number
-            )
+        is_cut = characters > len(line)
+        if not is_cut and _is_skipped(line, line_number, cells, quote_open, parsed):
             continue
         parsed.data_rows += 1
-        entry = _parse_row(cells, quote_open, line, line_number, parsed)
+        entry = _parse_row(cells, quote_open, (line, characters), line_number, parsed)
         if entry is None:
+            if _gives_up(parsed):
+                return
             continue
         parsed.valid_rows += 1
         if not has_geo_warning:
@@ -213,14 +237,52 @@ def _parse_lines(lines: Iterable[str], parsed: ParsedFile) -> Iterator[BOBOEntry
         yield entry
 
 
+def _is_skipped(
+    line: str, line_number: int, cells: list[str], quote_open: bool, parsed: ParsedFile
+) -> bool:
+    """Log and tell whether a line holds no data: Excel's ``sep=`` first
+    line, a blank row or a header row."""
+    if line_number == 1 and excel_separator(line):
+        logger.debug("separator line skipped: file=%s line=1", parsed.name)
+        return True
+    if _is_blank(line) or not (any(cells) or quote_open):
+        parsed.blank_rows += 1
+        logger.debug("blank row skipped: file=%s line=%d", parsed.name, line_number)
+        return True
+    if _is_header(cells) and not quote_open:
+        parsed.has_header = True
+        logger.debug("header row skipped: file=%s line=%d", parsed.name, line_number)
+        return True
+    return False
+
+
+def _gives_up(parsed: ParsedFile) -> bool:
+    """Stop reading a file whose first many data rows are all invalid."""
+    if parsed.valid_rows or len(parsed.rejected) < MAX_REJECTED_WITHOUT_VALID:
+        return False
+    parsed.not_bobo_reason = (
+        f"the first {len(parsed.rejected)} data rows are all invalid"
+    )
+    parsed.warnings.append(
+        f"{parsed.name}: {parsed.not_bobo_reason}; the rest is not read, "
+        "it is not a BOBO file"
+    )
+    return True
+
+
 def _parse_row(
     cells: list[str],
     quote_open: bool,
-    line: str,
+    physical_line: tuple[str, int],
     line_number: int,
     parsed: ParsedFile,
 ) -> BOBOEntry | None:
+    line, characters = physical_line
     try:
+        if characters > len(line):
+            raise RowRejected(
+                ROW_COLUMN, line, f"line too long ({characters} characters)"
+            )
         if quote_open:
             raise RowRejected(ROW_COLUMN, cells[-1], "unclosed quote")
         return BOBOEntry.from_csv_row(
@@ -237,6 +299,25 @@ def _parse_row(
             )
         )
         return None
+
+
+def _choose_delimiter(lines: Iterator[tuple[str, int]], parsed: ParsedFile) -> None:
+    """Take the separator a ``sep=`` first line names, else detect it."""
+    texts = (text for text, _ in lines)
+    first = next(texts, "")
+    declared = excel_separator(first)
+    if declared:
+        parsed.delimiter = declared
+        return
+    parsed.delimiter = detect_delimiter(chain([first], texts))
+    _note_delimiter(parsed)
+
+
+def _note_not_text(parsed: ParsedFile, kind: str) -> None:
+    parsed.not_bobo_reason = f"not a text CSV file ({kind})"
+    parsed.warnings.append(
+        f"{parsed.name}: {parsed.not_bobo_reason}; re-save it as CSV UTF-8"
+    )
 
 
 def _note_delimiter(parsed: ParsedFile) -> None:
@@ -284,27 +365,35 @@ def _is_geo_value(value: str, is_status: bool, limit: float | None) -> bool:
     return -limit <= number <= limit
 
 
-def _physical_lines(stream: TextIO) -> Iterator[str]:
-    """Yield each line without its end (CRLF, LF or CR).
+def _physical_lines(stream: TextIO) -> Iterator[tuple[str, int]]:
+    """Yield each line without its end (CRLF, LF or CR), with its length
+    in characters.
 
     The stream must be opened with ``newline=""`` so the three ends are
     recognised and not translated. An overlong line is cut at
-    MAX_LINE_CHARS; its remainder is read and dropped.
+    MAX_LINE_CHARS (its length is then greater than its text's); its
+    remainder is read and dropped.
     """
     while True:
         line = stream.readline(MAX_LINE_CHARS)
         if not line:
             return
-        if len(line) == MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
-            _skip_rest_of_line(stream)
-        yield _without_line_end(line)
+        text = _without_line_end(line)
+        characters = len(text)
+        if len(line) == MAX_LINE_CHARS and text == line:
+            characters += _skip_rest_of_line(stream)
+        yield text, characters
 
 
-def _skip_rest_of_line(stream: TextIO) -> None:
+def _skip_rest_of_line(stream: TextIO) -> int:
+    """Read to the end of the line; return its characters read (the line
+    end not counted)."""
+    skipped = 0
     while True:
         rest = stream.readline(MAX_LINE_CHARS)
+        skipped += len(_without_line_end(rest))
         if not rest or rest.endswith(("\n", "\r")):
-            return
+            return skipped
 
 
 def _without_line_end(line: str) -> str:
@@ -313,6 +402,17 @@ def _without_line_end(line: str) -> str:
     if line.endswith(("\n", "\r")):
         return line[:-1]
     return line
+
+
+def _not_text_kind(path: Path) -> str | None:
+    """Return "UTF-16" or "binary" when the file is no text CSV, else None."""
+    with path.open("rb") as raw:
+        head = raw.read(TEXT_CHECK_BYTES)
+    if head.startswith(_UTF16_BOMS):
+        return "UTF-16"
+    if b"\x00" in head:
+        return "binary"
+    return None
 
 
 def _inspect_bytes(path: Path) -> tuple[bool, bool]:

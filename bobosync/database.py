@@ -182,6 +182,14 @@ def _is_lock_error(err: sqlite3.Error) -> bool:
     return "locked" in message or "busy" in message
 
 
+def _is_not_a_database(err: BaseException) -> bool:
+    """SQLite's "file is not a database": DB_PATH names some other file."""
+    if not isinstance(err, sqlite3.DatabaseError):
+        return False
+    name = getattr(err, "sqlite_errorname", "")
+    return name == "SQLITE_NOTADB" or "file is not a database" in str(err)
+
+
 class BOBODatabase:
     """bobosync's SQLite database; one instance (and connection) a process."""
 
@@ -212,7 +220,12 @@ class BOBODatabase:
 
     def _store_error(self, action: str, err: BaseException) -> StoreError:
         locked = isinstance(err, sqlite3.Error) and _is_lock_error(err)
-        if locked:
+        if _is_not_a_database(err):
+            message = (
+                f"DB_PATH {self.path} is not a SQLite database ({err}); move "
+                "that file aside or point DB_PATH at another file"
+            )
+        elif locked:
             message = (
                 f"DB_PATH {self.path} is locked by another program ({err}); "
                 "close the program holding it (a SQLite browser with an open "

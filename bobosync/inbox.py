@@ -32,6 +32,11 @@ _HASH_CHUNK_BYTES = 1024 * 1024
 _SECONDS_PER_DAY = 86400
 _WRITE_FIX = "check that the folder exists and that bobosync's account may write there"
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+# Most file systems allow 255 bytes a name (NTFS 255 UTF-16 units, never
+# more than the UTF-8 bytes); a suffixed name is cut to fit.
+_MAX_NAME_BYTES = 255
+# The tail _free_target adds to a taken name: _YYYYmmdd_HHMMSS, then _2...
+_TAKEN_NAME_TAIL = re.compile(r"_[0-9]{8}_[0-9]{6}(?:_[0-9]+)?$")
 _MAPPED_DRIVE_HINT = (
     "; a mapped drive letter exists only for the user who mapped it; "
     "use a UNC path (\\\\server\\share\\...)"
@@ -80,10 +85,14 @@ def is_unmovable_name(name: str) -> bool:
 
     Linux allows ``\``, ``C:`` and control characters in a name; bobosync's
     moves refuse them (they would leave the folder on Windows), so reading
-    such a file would send its events without ever finishing it.
+    such a file would send its events without ever finishing it. A name
+    that is not valid UTF-8 (Python shows its bytes as lone surrogates)
+    cannot be stored in the database.
     """
     has_control = any(ord(char) < 32 or ord(char) == 127 for char in name)
-    return has_control or "\\" in name or bool(_DRIVE_LETTER.match(name))
+    has_surrogate = any("\ud800" <= char <= "\udfff" for char in name)
+    has_bad_mark = "\\" in name or bool(_DRIVE_LETTER.match(name))
+    return has_control or has_surrogate or has_bad_mark
 
 
 def list_inbox(
@@ -103,7 +112,8 @@ def list_inbox(
     listing = InboxListing()
     dated: list[tuple[int, str, Path]] = []
     for entry in _scan(directory, setting_name):
-        if not is_candidate_name(entry.name) or not entry.is_file():
+        is_regular = entry.is_file() and not _is_link(entry)
+        if not is_candidate_name(entry.name) or not is_regular:
             listing.ignored.append(entry.name)
             continue
         path = Path(entry.path)
@@ -162,15 +172,26 @@ def find_copy(source: Path, directory: Path) -> Path | None:
     A copy across volumes that a crash stopped before the source was deleted
     leaves such a file; finishing the move must not copy it a second time.
     """
-    stem, suffix = source.stem, source.suffix
     for path in _regular_files(directory):
-        name = path.name
-        is_named_like = name == source.name or (
-            name.startswith(f"{stem}_") and name.endswith(suffix)
-        )
-        if is_named_like and _is_copy_of(source, path):
+        if _is_named_like(path.name, source) and _is_copy_of(source, path):
             return path
     return None
+
+
+def _is_named_like(name: str, source: Path) -> bool:
+    stem, suffix = source.stem, source.suffix
+    if name == source.name:
+        return True
+    if not name.endswith(suffix):
+        return False
+    if name.startswith(f"{stem}_"):
+        return True
+    # A suffixed name that was too long has a shortened stem.
+    head = name[: len(name) - len(suffix)]
+    tail = _TAKEN_NAME_TAIL.search(head)
+    return tail is not None and head[: tail.start()] == _fit_stem(
+        stem, tail.group() + suffix
+    )
 
 
 def move_file(
@@ -253,6 +274,13 @@ def purge_old_files(directory: Path, older_than_days: int, now_timestamp: float)
     return count
 
 
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    """A symbolic link or a Windows junction: it may point outside the
+    folder, and the spec reads only regular files directly in it."""
+    is_junction = getattr(entry, "is_junction", None)  # Python 3.12+
+    return entry.is_symlink() or bool(is_junction and is_junction())
+
+
 def _scan(directory: Path, setting_name: str) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(directory) as entries:
@@ -308,17 +336,44 @@ def _free_target(directory: Path, name: str, now: datetime) -> Path:
     """Return the first free name: ``name``, then with a time stamp, then
     with a counter. The result always lies directly inside ``directory``."""
     _require_plain_name(directory, name)
-    target = directory / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    target = directory / (_fit_stem(stem, suffix) + suffix)
     if not os.path.lexists(target):
         return target
-    stem, suffix = Path(name).stem, Path(name).suffix
-    stamp = now.strftime("%Y%m%d_%H%M%S")
-    target = directory / f"{stem}_{stamp}{suffix}"
+    tail = "_" + now.strftime("%Y%m%d_%H%M%S")
+    target = directory / (_fit_stem(stem, tail + suffix) + tail + suffix)
     counter = 2
     while os.path.lexists(target):
-        target = directory / f"{stem}_{stamp}_{counter}{suffix}"
+        numbered = f"{tail}_{counter}{suffix}"
+        target = directory / (_fit_stem(stem, numbered) + numbered)
         counter += 1
     return target
+
+
+def _fit_stem(stem: str, tail: str) -> str:
+    """Cut ``stem`` so that ``stem + tail`` fits _MAX_NAME_BYTES in UTF-8.
+
+    The first dot-part is cut, so ``X.csv.rejected`` keeps ``.csv.rejected``;
+    a first part too short for that has the stem cut from its end.
+    """
+    budget = _MAX_NAME_BYTES - _utf8_length(tail)
+    if _utf8_length(stem) <= budget:
+        return stem
+    base, dot, rest = stem.partition(".")
+    base_budget = budget - _utf8_length(dot + rest)
+    if base_budget >= _utf8_length(base[:1]) > 0:
+        return _cut_to_bytes(base, base_budget) + dot + rest
+    return _cut_to_bytes(stem, budget)
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _cut_to_bytes(text: str, limit: int) -> str:
+    """The longest start of ``text`` of at most ``limit`` UTF-8 bytes."""
+    encoded = text.encode("utf-8", "surrogatepass")[: max(limit, 0)]
+    return encoded.decode("utf-8", "ignore")
 
 
 def _require_plain_name(directory: Path, name: str) -> None:
@@ -345,7 +400,8 @@ def _is_cross_volume(err: OSError) -> bool:
 
 def _copy_then_remove(source: Path, destination_dir: Path, now: datetime) -> Path:
     target = _free_target(destination_dir, source.name, now)
-    temporary = target.with_name(target.name + TEMPORARY_SUFFIX)
+    temporary_stem = _fit_stem(target.name, TEMPORARY_SUFFIX)
+    temporary = target.with_name(temporary_stem + TEMPORARY_SUFFIX)
     try:
         _copy_durably(source, temporary)
         # The copy took time: another file may have taken the name meanwhile.

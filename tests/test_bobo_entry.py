@@ -158,13 +158,13 @@ LONG_TYPE = "B" * 1001
             "BON,004 17,1,20250314,071502,,1,,,",
             "Employee_ID",
             "004 17",
-            "malformed employee id, expected letters, digits, - and _ only",
+            "malformed employee id, expected ASCII letters, digits, - and _ only",
         ),
         (
             "BON,417.0,1,20250314,071502,,1,,,",
             "Employee_ID",
             "417.0",
-            "malformed employee id, expected letters, digits, - and _ only",
+            "malformed employee id, expected ASCII letters, digits, - and _ only",
         ),
         (
             "BON,00417,1,20250230,071502,,1,,,",

@@ -283,7 +283,8 @@ def test_file_not_valid_utf8_is_read_as_cp1252_with_one_warning(
 
     parsed = read_bobo_file(write_case(tmp_path, "latin.csv", content))
 
-    assert [item.employee_id for item in parsed.entries] == ["José-1", "9"]
+    assert [item.employee_id for item in parsed.entries] == ["9"]
+    assert [row.value for row in parsed.rejected] == ["José-1"]  # ids are ASCII
     assert parsed.encoding == "cp1252"
     assert parsed.warnings == [
         "latin.csv: not valid UTF-8, read as Windows-1252 (cp1252)"
@@ -407,7 +408,10 @@ def test_binary_file_is_rejected_not_raised(tmp_path: Path) -> None:
     parsed = read_bobo_file(write_case(tmp_path, "thumbs.csv", content))
 
     assert parsed.has_no_valid_rows
-    assert len(parsed.rejected) == 1
+    assert parsed.rejected == []
+    assert parsed.warnings == [
+        "thumbs.csv: not a text CSV file (binary); re-save it as CSV UTF-8"
+    ]
 
 
 def test_overlong_line_is_cut_and_does_not_shift_line_numbers(

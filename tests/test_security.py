@@ -335,7 +335,8 @@ def test_file_names_that_cannot_be_moved_safely_are_ignored_with_a_warning(
     assert all(report.is_success for report in reports)
     assert sorted(caplog.messages) == sorted(
         f"file ignored, its name cannot be moved safely: name={name!r}; rename it"
-        " without \\, a drive prefix or control characters"
+        " without \\, a drive prefix, control characters or bytes that are not"
+        " UTF-8"
         for name in names
     )
     assert simulator.sync_calls == []
