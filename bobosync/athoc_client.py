@@ -175,6 +175,7 @@ class AtHocClient:
             configure_logging(settings)
         self._settings = settings
         self._clock = clock if clock is not None else SystemClock()
+        self._refusals_warned_at: dict[tuple[str, str], float] = {}
         self._retry = build_retry(
             max_retries, retry_backoff_seconds, max_retry_after_seconds
         )
@@ -747,7 +748,7 @@ class AtHocClient:
             else:
                 result = replace(classify_sync_answer(item), login_id=login_id)
             results.append(result)
-        _log_results(results)
+        _log_results(results, self._refusals_warned_at, self._clock.monotonic())
         return results
 
     def batch_update_duty_status(
@@ -766,7 +767,8 @@ class AtHocClient:
         updates = [DutyUpdate(str(user[LOGIN_ID]), "") for user in users]
         results = self.batch_update_duty_status(updates, field_name)
         cleared = sum(result.is_success for result in results)
-        logger.info(
+        logger.log(
+            logging.INFO if cleared else logging.DEBUG,
             "Auto-cleanup: cleared %d users (%s older than %g hours, found=%d)",
             cleared,
             field_name,
@@ -776,16 +778,20 @@ class AtHocClient:
         return cleared
 
 
+REFUSAL_REPEAT_SECONDS = 3600.0
 _REFUSAL_WORDS = {
     "permission_denied": "sync refused, permission denied",
     "missing": "sync unconfirmed, user missing from AtHoc's answer",
 }
 
 
-def _log_results(results: list[SyncResult]) -> None:
+def _log_results(
+    results: list[SyncResult], warned_at: dict[tuple[str, str], float], now: float
+) -> None:
     """One line per confirmed user at DEBUG, per not-found user at INFO, and
-    one WARNING per kind of refusal, so a setting AtHoc rejects for every
-    user does not write a thousand lines a tick."""
+    one WARNING per kind of refusal, repeated at most hourly (at DEBUG in
+    between), so a setting AtHoc rejects for every user does not write a
+    thousand lines a tick, nor the same line every retry."""
     refused: dict[tuple[str, str], list[str]] = {}
     for result in results:
         if result.outcome == "ok":
@@ -801,7 +807,14 @@ def _log_results(results: list[SyncResult]) -> None:
             )
     for (outcome, details), logins in refused.items():
         shown = ", ".join(logins[:10]) + (" ..." if len(logins) > 10 else "")
-        logger.warning(
+        last = warned_at.get((outcome, details))
+        level = logging.WARNING
+        if last is not None and now - last < REFUSAL_REPEAT_SECONDS:
+            level = logging.DEBUG
+        else:
+            warned_at[(outcome, details)] = now
+        logger.log(
+            level,
             "%s: users=%d login_id=%s details=%s",
             _REFUSAL_WORDS.get(outcome, "sync failed"),
             len(logins),

@@ -62,7 +62,7 @@ class AutoCleanup:
             logger.debug("Auto-cleanup: nothing to clear")
             return
         logger.info(
-            "Auto-cleanup: cleared %d users (%s older than %s hours)",
+            "Auto-cleanup: cleared %d users (%s older than %g hours)",
             cleared,
             self.settings.duty_status_field,
             hours,

@@ -227,7 +227,12 @@ class BOBOProcessor:
             # before AtHoc is called, so nothing is sent and then not recorded.
             self.database.check_writable()
             self.mapping.refresh_if_due()
-            self._process_batch(report)
+            try:
+                self._process_batch(report)
+            except FolderError as err:
+                # An unreachable inbox must not stop the clearing of stale
+                # duty values in AtHoc.
+                self._note_outage(err, report)
             report.cleared += self.cleanup.run()
             self.files.purge()
         except BoboSyncError as err:
@@ -243,7 +248,8 @@ class BOBOProcessor:
             report.outage = f"tick failed: {err}"
             self.consecutive_outages += 1
             return report
-        self._outage_over()
+        if not report.outage:
+            self._outage_over()
         return report
 
     def _is_news(self, key: str) -> bool:
@@ -525,8 +531,8 @@ class BOBOProcessor:
         raise ApiError(
             f"POST {SYNC_PATH}: AtHoc does not know the attribute "
             f"DUTY_STATUS_FIELD={field_name} ({failed[0].details}); check the "
-            "setting against the attribute's common name in AtHoc. Files stay "
-            "and no attempt is counted",
+            "setting against the attribute's common name in AtHoc; no attempt "
+            "is counted against the files",
             method="POST",
             path=SYNC_PATH,
             status=UNUSABLE_ANSWER_STATUS,

@@ -46,6 +46,18 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
 
+OWN_LINE_SETTINGS = (
+    ".env file",
+    "proxy:",
+    "ATHOC_SERVER_URL=",
+    "CSV_DIRECTORY=",
+    "PROCESSED_DIRECTORY=",
+    "FAILED_FILES_DIRECTORY=",
+    "DB_PATH=",
+    "LOG_DIRECTORY=",
+    "SSL_CERT_PATH=",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -137,8 +149,14 @@ def _start_logging(settings: Settings) -> Path:
     logger.info("bobosync %s starting: log=%s", __version__, log_file)
     for notice in settings.notices:
         logger.warning("%s", notice)
-    for line in settings.describe():
-        logger.info("setting: %s", line)
+    # Paths and the connection one per line (operators grep them); the
+    # other settings together, so a start does not fill the log.
+    lines = settings.describe()
+    for line in lines:
+        if line.startswith(OWN_LINE_SETTINGS):
+            logger.info("setting: %s", line)
+    others = [line for line in lines if not line.startswith(OWN_LINE_SETTINGS)]
+    logger.info("setting: %s", " ".join(others))
     return log_file
 
 

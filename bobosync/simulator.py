@@ -836,7 +836,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"AtHoc simulator at {simulator.url}")
     print(f"org code: {simulator.org_code}, client id: {simulator.client_id}")
-    print(f"{arguments.users} demo users. Point bobosync at it with these .env lines:")
+    collars = [user["Collar-Number"] for user in demo_users(arguments.users)]
+    print(
+        f"{arguments.users} demo users, Employee_ID (Collar-Number) "
+        f"{collars[0]} to {collars[-1]}."
+    )
+    print("Point bobosync at it with these .env lines:")
     print("\n".join(_env_lines(simulator)))
     if context is not None:
         print("SSL_CERT_PATH=<the CA certificate that signed --https-cert, as PEM>")

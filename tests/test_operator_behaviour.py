@@ -547,3 +547,58 @@ def test_retry_covers_connection_errors_429_and_5xx_for_post_but_not_4xx():
         assert retry.is_retry("POST", status)
     for status in (400, 401, 403, 404):
         assert not retry.is_retry("POST", status)
+
+
+def test_auto_cleanup_runs_while_the_csv_directory_is_unreachable(
+    make_processor, simulator, clock, caplog
+):
+    processor = make_processor()
+    copy_case("N04_with_header.csv", processor.settings.csv_directory)
+    assert processor.run_tick().is_success
+    shutil.rmtree(processor.settings.csv_directory)  # the share goes away
+
+    clock.advance(25 * 3600)
+    simulator.reset_records()
+    with caplog.at_level(logging.INFO, logger="bobosync"):
+        report = processor.run_tick()
+
+    assert not report.is_success
+    assert sent_in(simulator) == {"t.ashby": "", "r.okafor": ""}
+    assert "Auto-cleanup: cleared 2 users" in caplog.text
+    assert "CSV_DIRECTORY" in caplog.text
+    assert not processor.settings.csv_directory.exists()
+
+
+def test_same_refusal_is_warned_once_an_hour_not_every_retry(
+    make_processor, simulator, clock, caplog
+):
+    processor = make_processor(max_retry_attempts=10)
+    simulator.sync_error_for("t.ashby", "Attribute On-Duty-DTG: invalid value")
+    copy_case("N04_with_header.csv", processor.settings.csv_directory)
+
+    def refusal_warnings() -> int:
+        return sum(
+            1
+            for r in caplog.records
+            if r.levelno == logging.WARNING and r.getMessage().startswith("sync failed")
+        )
+
+    with caplog.at_level(logging.DEBUG, logger="bobosync"):
+        processor.run_tick()
+        clock.advance(60)
+        processor.run_tick()
+        assert refusal_warnings() == 1
+        clock.advance(3600)
+        processor.run_tick()
+        assert refusal_warnings() == 2
+
+
+def test_start_up_logs_paths_one_per_line_and_the_rest_on_one_line(
+    site, simulator, caplog
+):
+    with caplog.at_level(logging.INFO, logger="bobosync"):
+        assert cli.main(["--env-file", str(site.env_file), "--once"]) == 0
+    lines = [m for m in caplog.messages if m.startswith("setting: ")]
+    assert len(lines) == len(cli.OWN_LINE_SETTINGS) + 1
+    assert any(line.startswith("setting: CSV_DIRECTORY=") for line in lines)
+    assert "MAX_RETRY_ATTEMPTS=3" in lines[-1] and "PASSWORD=***" in lines[-1]
