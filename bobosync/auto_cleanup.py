@@ -9,7 +9,7 @@ write or no longer remembers.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bobosync.athoc_client import AtHocClient, DutyUpdate
 from bobosync.clock import Clock
@@ -39,13 +39,23 @@ class AutoCleanup:
     def run(self) -> int:
         hours = self.settings.auto_cleanup_hours
         cutoff = self.clock.now() - timedelta(hours=hours)
-        due = self.database.on_duty_before(cutoff)
-        cleared = self.clear({worker.login_id for worker in due})
+        cleared = self.clear(self._logins_due(cutoff))
         if self._is_sweep_due():
-            cleared |= self.sweep(hours, already_cleared=cleared)
+            # Set first: a failed sweep waits its interval, not every tick.
             self._last_sweep_at = self.clock.monotonic()
+            cleared |= self.sweep(hours, already_cleared=cleared)
         self._report(len(cleared), hours)
         return len(cleared)
+
+    def _logins_due(self, cutoff: datetime) -> set[str]:
+        """Users bobosync booked on before ``cutoff``, except a user that
+        another employee booked on since (ids moved between users)."""
+        due = self.database.on_duty_before(cutoff)
+        busy = self.database.logins_on_duty_since(cutoff)
+        superseded = [w.employee_id for w in due if w.login_id.casefold() in busy]
+        if superseded:
+            self.database.mark_employees_cleared(superseded, self.clock.now())
+        return {w.login_id for w in due if w.login_id.casefold() not in busy}
 
     def sweep(
         self, hours: float, *, already_cleared: frozenset[str] | set[str] = frozenset()

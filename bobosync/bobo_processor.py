@@ -38,6 +38,7 @@ from bobosync.database import (  # noqa: E402
 )
 from bobosync.errors import (  # noqa: E402
     ApiError,
+    AuthError,
     BoboSyncError,
     FolderError,
 )
@@ -109,6 +110,8 @@ class BatchFile:
     employees: set[str] = field(default_factory=set)
     unmapped_rows: int = 0
     failed_users: list[str] = field(default_factory=list)
+    # Users AtHoc left out of its answer: not the file's fault.
+    unconfirmed: list[str] = field(default_factory=list)
     # "login (details)" per failed user: the reason an operator reads.
     failures: list[str] = field(default_factory=list)
     error: str = ""
@@ -226,31 +229,40 @@ class BOBOProcessor:
             # A database locked by another program (B27) stops the tick
             # before AtHoc is called, so nothing is sent and then not recorded.
             self.database.check_writable()
-            self.mapping.refresh_if_due()
-            try:
-                self._process_batch(report)
-            except FolderError as err:
-                # An unreachable inbox must not stop the clearing of stale
-                # duty values in AtHoc.
-                self._note_outage(err, report)
-            report.cleared += self.cleanup.run()
-            self.files.purge()
+            self._run_steps(report)
         except BoboSyncError as err:
             # An outage, or a fault no file is to blame for (a setting AtHoc
             # refuses): files stay, the loop backs off, the log says it once.
             self._note_outage(err, report)
-            return report
         except Exception as err:  # the per-cycle boundary: log, keep running
             if self._is_news(f"unexpected:{type(err).__name__}:{err}"):
                 logger.exception("tick failed: %s", err)
             else:
                 logger.debug("tick failed again: %s", err)
             report.outage = f"tick failed: {err}"
+        if report.outage:
             self.consecutive_outages += 1
-            return report
-        if not report.outage:
+        else:
             self._outage_over()
         return report
+
+    def _run_steps(self, report: TickReport) -> None:
+        """The tick's steps; a failed map refresh or an unreachable inbox
+        does not stop the steps that can still work."""
+        try:
+            self.mapping.refresh_if_due()
+        except ApiError as err:
+            if isinstance(err, AuthError) or err.status is None:
+                raise  # AtHoc unreachable: another login would only add noise
+            self._note_outage(err, report)  # the map as it is still serves
+        try:
+            self._process_batch(report)
+        except FolderError as err:
+            # An unreachable inbox must not stop the clearing of stale
+            # duty values in AtHoc.
+            self._note_outage(err, report)
+        report.cleared += self.cleanup.run()
+        self.files.purge()
 
     def _is_news(self, key: str) -> bool:
         """True the first time a failure is seen, then once per reminder."""
@@ -266,9 +278,9 @@ class BOBOProcessor:
             logger.error("%s; files stay and are retried", err)
         else:
             logger.debug("outage goes on: %s", err)
-        self.consecutive_outages += 1
-        report.outage = str(err)
-        report.retry_after_seconds = getattr(err, "retry_after_seconds", None) or 0.0
+        report.outage = report.outage or str(err)
+        wait = getattr(err, "retry_after_seconds", None) or 0.0
+        report.retry_after_seconds = max(report.retry_after_seconds, wait)
 
     def _outage_over(self) -> None:
         if self.consecutive_outages and self._outage_logged:
@@ -295,9 +307,13 @@ class BOBOProcessor:
         self._log_ignored(listing.ignored)
         for path in listing.waiting:
             logger.debug("file not ready yet: file=%s", path.name)
+        present = [path.name for path in listing.ready + listing.waiting]
+        self.database.forget_attempts_except(present)
         files: list[BatchFile] = []
-        for path in listing.ready[: self.settings.batch_size]:
-            if self.stop_event.is_set():
+        for path in listing.ready:
+            # Files already done (kept in place, or a move to finish) do not
+            # count against BATCH_SIZE: they would starve new files.
+            if self.stop_event.is_set() or len(files) >= self.settings.batch_size:
                 break
             finished = self.files.finish_remembered(path)
             if finished is not None:
@@ -491,24 +507,18 @@ class BOBOProcessor:
             ]
             for item in files:
                 item.error = str(err)
-        self._raise_if_unanswered(to_send, logins, results)
         self._raise_if_field_unknown(results)
+        self._note_unanswered(results, report)
         report.users_sent += sum(1 for result in results if result.is_success)
         return {result.login_id.casefold(): result for result in results}
 
-    def _raise_if_unanswered(
-        self,
-        to_send: dict[str, BOBOEntry],
-        logins: dict[str, str],
-        results: list[SyncResult],
-    ) -> None:
+    def _note_unanswered(self, results: list[SyncResult], report: TickReport) -> None:
         """A user left out of AtHoc's answer is the server's fault, not the
-        file's (R7): keep what was confirmed and treat the rest as an outage."""
+        file's (R7): its files stay without an attempt; the others go on."""
         missing = [result.login_id for result in results if result.outcome == "missing"]
         if not missing:
             return
-        self._record_applied(to_send, logins, results)
-        raise ApiError(
+        error = ApiError(
             f"POST {SYNC_PATH}: AtHoc's answer left out {len(missing)} user(s) "
             f"({', '.join(missing[:10])}); their updates are unconfirmed and "
             "are sent again next tick; if this goes on, check AtHoc's server "
@@ -517,6 +527,7 @@ class BOBOProcessor:
             path=SYNC_PATH,
             status=UNUSABLE_ANSWER_STATUS,
         )
+        self._note_outage(error, report)
 
     def _raise_if_field_unknown(self, results: list[SyncResult]) -> None:
         """AtHoc refusing DUTY_STATUS_FIELD itself is a setting's fault, not
@@ -568,9 +579,15 @@ class BOBOProcessor:
     ) -> None:
         by_login = {r.login_id.casefold(): r for r in results if r.is_success}
         events = []
+        gone: list[str] = []
         for employee_id, login in logins.items():
             result = by_login.get(login.casefold())
             if result is None:
+                continue
+            if result.outcome == "not_found":
+                # Renamed or removed in AtHoc: not applied (a later replay
+                # is not stale), and the id is looked up afresh next time.
+                gone.append(employee_id)
                 continue
             entry = to_send[employee_id]
             value = self._duty_value(entry) if result.outcome == "ok" else ""
@@ -585,6 +602,8 @@ class BOBOProcessor:
             )
         if events:
             self.database.record_applied(events, self.clock.now())
+        if gone:
+            self.database.remove_mappings(gone)
 
     # -- file outcomes ----------------------------------------------------
 
@@ -602,7 +621,9 @@ class BOBOProcessor:
         finished = [
             item
             for item in files
-            if not item.failed_users and not self._changed_since_read(item)
+            if not item.failed_users
+            and not item.unconfirmed
+            and not self._changed_since_read(item)
         ]
         retrying = [item for item in files if item.failed_users]
         last_tries = [item for item in retrying if self._is_last_try(item)]
@@ -649,7 +670,9 @@ class BOBOProcessor:
         for employee_id in sorted(item.employees):
             login = logins[employee_id]
             result = results.get(login.casefold())
-            if result is None or not result.is_success:
+            if result is not None and result.outcome == "missing":
+                item.unconfirmed.append(employee_id)  # AtHoc's fault: no attempt
+            elif result is None or not result.is_success:
                 item.failed_users.append(employee_id)
                 details = result.details if result else "no answer"
                 item.failures.append(f"{login} ({details})")
@@ -683,6 +706,8 @@ class BOBOProcessor:
         for item in files:
             if item in finished:
                 status = "processed"
+            elif item.unconfirmed and not item.failed_users:
+                status = "unconfirmed"  # sent again next tick, no attempt
             elif not item.failed_users:
                 status = "changed"  # read again next tick
             else:

@@ -287,7 +287,16 @@ class BOBODatabase:
         return rows[0][0] or 0
 
     def check_writable(self) -> None:
-        """Raise StoreError now if another program holds the write lock."""
+        """Raise StoreError now if another program holds the write lock, or
+        if the file was deleted under the open connection (POSIX allows it:
+        every write would then go to a file nobody can open again)."""
+        if not self.path.exists():
+            raise StoreError(
+                f"DB_PATH {self.path} was deleted or moved while bobosync ran; "
+                "nothing more is recorded until bobosync is restarted (put the "
+                "file back first to keep its history)",
+                db_path=self.path,
+            )
         with self.transaction():
             pass
 
@@ -338,6 +347,14 @@ class BOBODatabase:
                 "DO UPDATE SET login_id = excluded.login_id, "
                 "updated_at = excluded.updated_at",
                 (employee_id, login_id, _text(now)),
+            )
+
+    def remove_mappings(self, employee_ids: Iterable[str]) -> None:
+        """Forget mappings AtHoc disowned (its user is not found any more)."""
+        with self.transaction() as connection:
+            connection.executemany(
+                "DELETE FROM worker_mapping WHERE employee_id = ?",
+                [(key,) for key in employee_ids],
             )
 
     # -- periodic jobs ----------------------------------------------------
@@ -431,6 +448,26 @@ class BOBODatabase:
             for key, login, when in rows
         ]
 
+    def logins_on_duty_since(self, cutoff: datetime) -> set[str]:
+        """Logins (casefolded) bobosync booked on at or after ``cutoff``."""
+        rows = self._query(
+            "SELECT login_id FROM employee_state WHERE duty_value IS NOT NULL "
+            "AND last_event_time >= ?",
+            (_text(cutoff),),
+        )
+        return {login.casefold() for (login,) in rows}
+
+    def mark_employees_cleared(
+        self, employee_ids: Iterable[str], now: datetime
+    ) -> None:
+        """Forget the duty value of these employees without touching AtHoc."""
+        with self.transaction() as connection:
+            connection.executemany(
+                "UPDATE employee_state SET duty_value = NULL, cleared_at = ? "
+                "WHERE employee_id = ?",
+                [(_text(now), key) for key in employee_ids],
+            )
+
     def mark_cleared(self, login_ids: Iterable[str], now: datetime) -> None:
         """Forget the duty value of these users (cleared in AtHoc)."""
         with self.transaction() as connection:
@@ -459,6 +496,18 @@ class BOBODatabase:
                 (file_name, error, _text(now)),
             )
         return self.get_attempts(file_name)
+
+    def forget_attempts_except(self, file_names: Iterable[str]) -> None:
+        """Drop the attempt counts of files no longer in the inbox, so a new
+        file under an old name starts afresh."""
+        keep = set(file_names)
+        rows = self._query("SELECT file_name FROM file_attempts")
+        gone = [(name,) for (name,) in rows if name not in keep]
+        if gone:
+            with self.transaction() as connection:
+                connection.executemany(
+                    "DELETE FROM file_attempts WHERE file_name = ?", gone
+                )
 
     def clear_attempts(self, file_name: str) -> None:
         with self.transaction() as connection:

@@ -48,6 +48,8 @@ def mapping_refresh_due(
     if tracking.last_status == "failed":
         return True
     last = tracking.last_success_at
+    if last > now:
+        return True  # the clock went back: the schedule means nothing
     if now - last >= timedelta(days=retry_days):
         return True
     today_at_hour = now.replace(hour=sync_hour, minute=0, second=0, microsecond=0)
