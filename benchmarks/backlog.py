@@ -78,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         settings = make_test_settings(
             Path(folder),
-            athoc_server_url=sim.url,
-            client_id=sim.client_id,
-            client_secret=sim.client_secret,
-            api_user=sim.username,
-            password=sim.password,
-            org_code=sim.org_code,
+            **sim.settings_values(),
             file_settle_seconds=0,
             batch_size=args.files,
         )

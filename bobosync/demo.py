@@ -75,12 +75,7 @@ def write_demo_files(inbox: Path, collars: list[str], now: datetime) -> list[Pat
 def demo_settings(folder: Path, simulator: AtHocSimulator) -> Settings:
     return make_test_settings(
         folder,
-        athoc_server_url=simulator.url,
-        client_id=simulator.client_id,
-        client_secret=simulator.client_secret,
-        api_user=simulator.username,
-        password=simulator.password,
-        org_code=simulator.org_code,
+        **simulator.settings_values(),
         file_settle_seconds=0,
         poll_interval_seconds=1,
         log_level="INFO",

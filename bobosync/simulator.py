@@ -213,6 +213,18 @@ class AtHocSimulator(FaultSwitches):
 
     # --- life cycle
 
+    def settings_values(self) -> dict[str, str]:
+        """Settings fields (for ``make_test_settings``) that point bobosync
+        at this simulator with the credentials it accepts."""
+        return {
+            "athoc_server_url": self.url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "api_user": self.username,
+            "password": self.password,
+            "org_code": self.org_code,
+        }
+
     @property
     def client_secret(self) -> str:
         """The client secret this simulator accepts (a test value)."""

@@ -69,12 +69,7 @@ def settings_for(
     tmp_path: Path, simulator: AtHocSimulator, **overrides: object
 ) -> Settings:
     values: dict[str, object] = dict(
-        athoc_server_url=simulator.url,
-        client_id=simulator.client_id,
-        client_secret=simulator.client_secret,
-        api_user=simulator.username,
-        password=simulator.password,
-        org_code=simulator.org_code,
+        **simulator.settings_values(),
         auto_cleanup_hours=24,
         file_settle_seconds=0,
         request_timeout_seconds=5,
