@@ -6,14 +6,14 @@ texts of SyncByCommonNames) are in ``shared/athoc-api.md``. The transport
 answer classification live in ``athoc_records``. This module owns the token,
 the calls with a timeout each, paging, and error translation: every failure
 becomes an ``ApiError`` (or ``AuthError``) naming the method, the path and
-what to check; no message or log line holds a password, secret or token.
+what to check (the advice text is built in ``athoc_errors``); no message or
+log line holds a password, secret or token.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from urllib3.exceptions import MaxRetryError
 
 if not __package__:
     # The operators' runbook runs `AtHocClient()` from inside bobosync/, so
@@ -31,6 +30,11 @@ if not __package__:
     # path so that the absolute `bobosync.` imports below resolve.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bobosync.athoc_errors import (  # noqa: E402
+    describe_failure,
+    status_advice,
+    token_advice,
+)
 from bobosync.athoc_records import (  # noqa: E402
     LOGIN_ID,
     SUCCESS_OUTCOMES,
@@ -57,7 +61,7 @@ from bobosync.http_transport import (  # noqa: E402
     select_proxies,
 )
 from bobosync.logging_setup import configure_logging  # noqa: E402
-from bobosync.settings import Settings, load_settings, mask_url  # noqa: E402
+from bobosync.settings import Settings, load_settings  # noqa: E402
 
 # The public names, including those re-exported from athoc_records and
 # http_transport: callers import them from here.
@@ -107,14 +111,6 @@ DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
 # gateway: the server misbehaved, the data did not (ApiError.is_outage).
 UNUSABLE_ANSWER_STATUS = 502
 
-_OLD_TLS_REASONS = (
-    "UNSUPPORTED_PROTOCOL",
-    "TLSV1_ALERT_PROTOCOL_VERSION",
-    "NO_PROTOCOLS_AVAILABLE",
-    "WRONG_SSL_VERSION",
-    "VERSION_TOO_LOW",
-)
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
 # Shorter secrets are not masked in server text (see _scrub).
 _MIN_SCRUBBED_SECRET_CHARS = 4
 
@@ -304,39 +300,11 @@ class AtHocClient:
             error_code = "invalid_grant"
         return AuthError(
             f"POST {TOKEN_PATH}: authentication failed:"
-            f" {self._token_advice(error_code, grant)}",
+            f" {token_advice(error_code, grant, self._settings)}",
             error_code=error_code,
             method="POST",
             path=TOKEN_PATH,
             status=response.status_code,
-        )
-
-    def _token_advice(self, error_code: str, grant: str) -> str:
-        settings = self._settings
-        if error_code == "invalid_client":
-            return (
-                "invalid_client: check CLIENT_ID and CLIENT_SECRET and that"
-                " the API application is enabled in AtHoc"
-            )
-        if error_code == "invalid_grant":
-            return (
-                f"invalid_grant: check APIUSER={settings.api_user}, PASSWORD"
-                f" and ORG_CODE={settings.org_code}, or whether the account"
-                " is locked"
-            )
-        if error_code == "unsupported_grant_type":
-            return (
-                f"unsupported_grant_type: the AtHoc API application does not"
-                f" allow the {grant} grant; enable it for CLIENT_ID"
-            )
-        if error_code == "invalid_scope":
-            return (
-                f"invalid_scope: check SCOPE={settings.scope!r}; it needs"
-                " 'openid profile athoc.iws.web.api'"
-            )
-        return (
-            f"error={error_code or 'unknown'}: check CLIENT_ID, CLIENT_SECRET,"
-            " APIUSER, PASSWORD, ORG_CODE and SCOPE"
         )
 
     # --- requests and errors ---
@@ -393,67 +361,9 @@ class AtHocClient:
                 **kwargs,
             )
         except requests.RequestException as err:
-            message = f"{method} {path} failed: {self._describe_failure(err)}"
+            failure = describe_failure(err, self._settings, self._proxy, self._scrub)
+            message = f"{method} {path} failed: {failure}"
             raise ApiError(message, method=method, path=path) from err
-
-    def _describe_failure(self, err: requests.RequestException) -> str:
-        """What went wrong when no answer came, and what to check."""
-        text = str(err)
-        reason = self._reason(err)
-        if self._proxy and (
-            isinstance(err, requests.exceptions.ProxyError)
-            or "WRONG_VERSION_NUMBER" in text.upper()
-        ):
-            return (
-                f"the proxy {mask_url(self._proxy)} did not work ({reason});"
-                " check HTTPS_PROXY/HTTP_PROXY: most corporate proxies expect"
-                " http:// even for HTTPS traffic, not https://"
-            )
-        if isinstance(err, requests.exceptions.SSLError):
-            return self._describe_tls_failure(text, reason)
-        if isinstance(err, requests.exceptions.Timeout) or "timed out" in text:
-            return (
-                f"no answer within REQUEST_TIMEOUT_SECONDS="
-                f"{self._settings.request_timeout_seconds:g}; is the server"
-                " up and the network path open?"
-            )
-        if isinstance(err, requests.exceptions.ConnectionError):
-            return (
-                f"could not connect to {mask_url(self._settings.athoc_server_url)}"
-                f" ({reason}): is ATHOC_SERVER_URL right and the server up?"
-            )
-        return reason
-
-    def _describe_tls_failure(self, text: str, reason: str) -> str:
-        upper = text.upper()
-        if "CERTIFICATE_VERIFY_FAILED" in upper:
-            return (
-                "the server's TLS certificate is not trusted"
-                " (CERTIFICATE_VERIFY_FAILED): set SSL_CERT_PATH to your"
-                " organisation's root CA certificate in PEM format"
-            )
-        for code in _OLD_TLS_REASONS:
-            if code in upper:
-                return (
-                    f"the server offers only TLS older than 1.2 ({code});"
-                    " bobosync requires TLS 1.2 or newer: enable TLS 1.2 on"
-                    " the server"
-                )
-        return f"TLS handshake failed ({reason})"
-
-    def _reason(self, err: Exception) -> str:
-        """The innermost cause as short text, with every secret masked."""
-        cause: Any = err
-        while (
-            isinstance(cause, BaseException)
-            and cause.args
-            and isinstance(cause.args[0], BaseException)
-        ):
-            cause = cause.args[0]
-        if isinstance(cause, MaxRetryError) and cause.reason is not None:
-            cause = cause.reason
-        text = _OBJECT_REPR.sub("", str(cause)) or type(cause).__name__
-        return self._scrub(text)[:300]
 
     def _raise_for_status(
         self, method: str, path: str, response: requests.Response
@@ -467,7 +377,14 @@ class AtHocClient:
             and retry_after > self._retry.max_retry_after_seconds
         ):
             self._note_long_wait(method, path, status, retry_after)
-        message = f"{method} {path} failed: {self._status_advice(path, response)}"
+        advice = status_advice(
+            status,
+            self._scrub(response.text[:200].strip()),
+            self._settings,
+            retry_after=retry_after,
+            is_sync_call=path.endswith(SYNC_PATH),
+        )
+        message = f"{method} {path} failed: {advice}"
         if status in (401, 403):
             # The login itself, not the data: an outage for the loop.
             raise AuthError(message, method=method, path=path, status=status)
@@ -496,35 +413,6 @@ class AtHocClient:
             path,
             status,
         )
-
-    def _status_advice(self, path: str, response: requests.Response) -> str:
-        status = response.status_code
-        body = self._scrub(response.text[:200].strip())
-        answered = f"AtHoc answered HTTP {status}"
-        if status == 429 or status >= 500:
-            wait = self._retry_after(response)
-            asked = f", asked to wait {wait:g} s" if wait is not None else ""
-            return (
-                f"{answered}{asked} (AtHoc is down or overloaded; retried"
-                " later): if it lasts, check that the AtHoc server and its"
-                " services are up"
-            )
-        if status == 401:
-            return (
-                f"{answered} to a fresh access token: check ORG_CODE="
-                f"{self._settings.org_code} and the API user's access"
-            )
-        if status == 403:
-            return (
-                f"{answered}: the API user APIUSER={self._settings.api_user}"
-                " needs the End Users Manager operator role"
-            )
-        if path.endswith(SYNC_PATH) and status in (400, 413):
-            return (
-                f"{answered} ({body}): if the chunk is large, lower"
-                f" SYNC_CHUNK_SIZE={self._settings.sync_chunk_size}"
-            )
-        return f"{answered} ({body}): the request was refused"
 
     def _retry_after(self, response: requests.Response) -> float | None:
         header = response.headers.get("Retry-After")
