@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -115,6 +116,21 @@ def sent_in(simulator: AtHocSimulator) -> dict[str, str]:
             assert login not in sent, f"{login} sent twice in one tick"
             sent[login] = user[DUTY]
     return sent
+
+
+def run_tick(
+    processor: BOBOProcessor,
+    simulator: AtHocSimulator,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[dict[str, str], list[str]]:
+    """One successful tick; returns its sent updates and WARNING texts."""
+    simulator.reset_records()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="bobosync"):
+        report = processor.run_tick()
+    assert report.is_success, report.outage
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return sent_in(simulator), warnings
 
 
 def folder_names(folder: Path) -> list[str]:

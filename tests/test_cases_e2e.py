@@ -21,19 +21,8 @@ from tests.conftest import (
     case_file,
     copy_case,
     folder_names,
-    sent_in,
+    run_tick,
 )
-
-
-def run_tick(processor, simulator, caplog):
-    """One tick; returns (sent updates, WARNING texts) of that tick."""
-    simulator.reset_records()
-    caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="bobosync"):
-        report = processor.run_tick()
-    assert report.is_success, report.outage
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    return sent_in(simulator), warnings
 
 
 def rejected_lines(settings, name):

@@ -22,7 +22,7 @@ import pytest
 from bobosync.athoc_client import AtHocClient
 from bobosync.bobo_processor import BOBOProcessor
 from bobosync.database import BOBODatabase
-from tests.conftest import DUTY, copy_case, folder_names, sent_in
+from tests.conftest import DUTY, copy_case, folder_names, run_tick
 
 N04_SENT = {"t.ashby": "14/03/2025 07:15:02", "r.okafor": "14/03/2025 07:20:10"}
 B22_NAME = "BOBO_20250314_0800.csv"
@@ -47,17 +47,6 @@ B22_SENT = {
     "p.nandi": "14/03/2025 08:05:00",
 }
 NOT_BOBO = b"drop BOBO exports here\r\n"
-
-
-def run_tick(processor, simulator, caplog):
-    """One tick; returns (sent updates, WARNING texts) of that tick."""
-    simulator.reset_records()
-    caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="bobosync"):
-        report = processor.run_tick()
-    assert report.is_success, report.outage
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    return sent_in(simulator), warnings
 
 
 def write_rows(path: Path, rows: list[str], mtime: float) -> Path:
