@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from bobosync.inbox import TEMPORARY_SUFFIX
+from bobosync.settings import Settings
 from tests.conftest import copy_case, folder_names, sent_in
 from tests.killtest import KillHarness
 
 N04_SENT = {"t.ashby": "14/03/2025 07:15:02", "r.okafor": "14/03/2025 07:20:10"}
 N04 = "N04_with_header.csv"
-TEMPORARY_SUFFIX = ".bobosync-tmp"
 
 
 class SimulatedKill(BaseException):
@@ -203,17 +204,20 @@ def _unusable_file(folder: Path) -> Path:
     return path
 
 
+def _drop_for(destination: str, settings: Settings) -> tuple[str, Path]:
+    """A file bound for ``destination`` in the inbox; its name and folder."""
+    if destination == "processed":
+        return copy_case(N04, settings.csv_directory).name, settings.processed_directory
+    path = _unusable_file(settings.csv_directory)
+    return path.name, settings.failed_files_directory
+
+
 @pytest.mark.parametrize("destination", ["processed", "failed"])
 def test_kill_during_a_cross_volume_copy_leaves_the_source_and_restart_moves_it(
     make_settings, make_processor, simulator, monkeypatch, destination
 ) -> None:
     settings = make_settings()
-    if destination == "processed":
-        name = copy_case(N04, settings.csv_directory).name
-        folder = settings.processed_directory
-    else:
-        name = _unusable_file(settings.csv_directory).name
-        folder = settings.failed_files_directory
+    name, folder = _drop_for(destination, settings)
     cross_volume_once(monkeypatch, [])
     kill_once_at(monkeypatch, os, "fsync")
     with pytest.raises(SimulatedKill):
@@ -232,12 +236,7 @@ def test_cross_volume_move_copies_flushes_renames_then_deletes_the_source(
     make_settings, make_processor, simulator, monkeypatch, destination
 ) -> None:
     settings = make_settings()
-    if destination == "processed":
-        name = copy_case(N04, settings.csv_directory).name
-        folder = settings.processed_directory
-    else:
-        name = _unusable_file(settings.csv_directory).name
-        folder = settings.failed_files_directory
+    name, folder = _drop_for(destination, settings)
     calls: list[str] = []
     cross_volume_once(monkeypatch, calls)
 

@@ -29,7 +29,6 @@ from tests.conftest import (
     CASE_USERS,
     COLLAR,
     DUTY,
-    REPO_ROOT,
     clean_environment,
     copy_case,
     folder_names,
@@ -41,6 +40,7 @@ from tests.test_cli import (
     Site,
     closed_port,
     csv_names,
+    installed,  # noqa: F401 (the runbook fixture: a copy of the package)
     run_bobosync,
     run_runbook,
     write_env,
@@ -279,20 +279,10 @@ def test_rejected_row_warnings_of_a_retried_file_come_on_the_first_attempt_only(
 # -- B7: the runbook's constructors log to the .env's log file ---------------------
 
 
-@pytest.fixture
-def installed(tmp_path, simulator) -> Site:
-    """A copy of the package with its own .env beside it, as operators have."""
-    install = tmp_path / "install"
-    shutil.copytree(
-        REPO_ROOT / "bobosync",
-        install / "bobosync",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    root = tmp_path / "site"
-    return Site(root, write_env(install / ".env", root, simulator.url, simulator))
-
-
-def test_runbook_constructors_log_to_the_log_file_of_the_env(installed, simulator):
+def test_runbook_constructors_log_to_the_log_file_of_the_env(
+    installed,  # noqa: F811 (the fixture imported from test_cli)
+    simulator,
+):
     simulator.set_attribute("s.varga", DUTY, "01/01/2024 08:00:00")
     copy_case(N04, installed.inbox)
 
